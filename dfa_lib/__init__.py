@@ -1,0 +1,37 @@
+"""dfa_lib: Feedback Alignment, Direct Feedback Alignment and local learning rules in plain PyTorch.
+
+The companion library of dfa-book.  A minimal run::
+
+    from dfa_lib import MLP, DFA, train, load_mnist, seed_everything
+    seed_everything(0)
+    data = load_mnist()
+    model = MLP([784, 200, 10], hidden="tanh", output="sigmoid")
+    history = train(model, DFA(model), data, epochs=5, lr=0.1, loss="bce")
+    history.plot()
+"""
+from .data import Data, MNISTNotFoundError, linear_teacher, load_mnist, logic_gate
+from .losses import output_error, per_example_loss
+from .metrics import (
+    accuracy,
+    alignment_angles,
+    alignment_from_cache,
+    angle_degrees,
+    confusion_matrix,
+    error_rate,
+    normalized_squared_error,
+)
+from .models import MLP, ForwardCache
+from .rules import BP, DFA, FA, FeedbackRule, Shallow, compute_grads, init_feedback, make_rule, nokland_scale, write_grads
+from .train import History, TrainingDivergedError, evaluate, train
+from .utils import get_device, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BP", "DFA", "FA", "Shallow", "FeedbackRule", "make_rule", "init_feedback", "nokland_scale",
+    "compute_grads", "write_grads", "MLP", "ForwardCache", "train", "evaluate", "History",
+    "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
+    "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",
+    "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",
+    "seed_everything", "get_device",
+]
