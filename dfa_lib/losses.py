@@ -1,0 +1,53 @@
+"""Losses and the output error ``e`` that every feedback rule starts from.
+
+Each loss is a sum over output units for one example, averaged (or summed) over the
+batch: ``L = (1/N) sum_n l(y_hat_n, y_n)``.  The output error is the derivative of
+``l`` with respect to the output layer's pre-activation ``a_L``.  For the three matched
+pairs it is the same simple expression (the reason the papers use them)::
+
+    sigmoid + binary cross-entropy   e = y_hat - y
+    softmax + cross-entropy          e = y_hat - y
+    identity + squared error (1/2)   e = y_hat - y
+
+Any other pair (e.g. seed 000's tanh output with squared error) gets ``e`` from autograd
+on the output layer alone, so it is still exact.  Introduced in chapter 1.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("bce", "ce", "mse")
+_MATCHED = {("sigmoid", "bce"), ("softmax", "ce"), ("identity", "mse")}
+
+
+def check_loss(name: str) -> str:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    return name
+
+
+def per_example_loss(name: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """l(y_hat_n, y_n) for every row n: summed over output units, shape (N,)."""
+    if name == "bce":
+        eps = torch.finfo(out.dtype).eps
+        return F.binary_cross_entropy(out.clamp(eps, 1 - eps), target, reduction="none").sum(1)
+    if name == "ce":
+        eps = torch.finfo(out.dtype).tiny
+        return -(target * torch.log(out.clamp_min(eps))).sum(1)
+    if name == "mse":
+        return 0.5 * ((out - target) ** 2).sum(1)
+    raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+
+
+def output_error(loss: str, output: str, a_out: torch.Tensor, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """dl_n/da_L for every row n (shape (N, n_out)): the error the rules send back."""
+    if (output, loss) in _MATCHED:
+        return out - target
+    from .models import OUTPUT_FUNCTIONS
+
+    with torch.enable_grad():
+        a = a_out.detach().requires_grad_(True)
+        value = per_example_loss(loss, OUTPUT_FUNCTIONS[output](a), target).sum()
+        (e,) = torch.autograd.grad(value, a)
+    return e
