@@ -17,11 +17,18 @@ from .targets import Targets
 def error_rate(out: torch.Tensor, targets: Targets) -> float:
     """The task's error: misclassified fraction, wrong-side fraction, or normalised squared error."""
     if targets.kind == "classification":
-        return (out.argmax(1) != targets.labels).float().mean().item()
+        return wrong_count(out, targets).item() / len(out)
     if targets.kind == "binary":
-        t = targets.threshold
-        return ((out > t) != (targets.values > t)).float().mean().item()
+        return wrong_count(out, targets).item() / len(out)
     return normalized_squared_error(out, targets.values)
+
+
+def wrong_count(out: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """Number of wrong rows as a 0-dim tensor (no host sync), for classification and binary tasks."""
+    if targets.kind == "classification":
+        return (out.argmax(1) != targets.labels).sum()
+    t = targets.threshold
+    return ((out > t) != (targets.values > t)).any(1).sum()
 
 
 def accuracy(out: torch.Tensor, labels: torch.Tensor) -> float:

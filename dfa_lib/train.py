@@ -20,7 +20,7 @@ import torch
 
 from .data import Data
 from .losses import check_loss, output_error, per_example_loss
-from .metrics import error_rate
+from .metrics import error_rate, wrong_count
 from .models import MLP
 from .rules import FeedbackRule, compute_grads
 from .targets import Targets, prepare_targets
@@ -184,7 +184,7 @@ def train(
         for ep in bar:
             order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            err_sum = 0.0
+            err_sum = torch.zeros((), device=device, dtype=torch.float64)
             for step, i in enumerate(range(0, n, bs), start=1):
                 idx = order[i : i + bs]
                 xb, yb = x_train[idx], t_train.values[idx]
@@ -196,7 +196,10 @@ def train(
                         "lower the learning rate or the feedback scale"
                     )
                 loss_sum += batch_loss
-                err_sum += error_rate(cache.out, _rows(t_train, idx)) * len(idx)
+                if t_train.kind == "regression":  # running sum of squared errors, normalised below
+                    err_sum += ((cache.out - yb) ** 2).sum()
+                else:
+                    err_sum += wrong_count(cache.out, _rows(t_train, idx))
                 if averaging == "batch":
                     cache, yb = cache.averaged(), yb.mean(0, keepdim=True)
                 elif averaging == "class":
@@ -209,7 +212,11 @@ def train(
                 if on_step is not None:
                     on_step(history, ep, step, model, cache, e, signals)
                 opt.step()
-            train_loss, train_err = loss_sum.item() / n, err_sum / n
+            train_loss = loss_sum.item() / n
+            if t_train.kind == "regression":
+                train_err = err_sum.item() / (t_train.values**2).sum().item()
+            else:
+                train_err = err_sum.item() / n
             log_epoch(ep, train_loss, train_err)
             if on_epoch is not None:
                 on_epoch(history, ep, model)
