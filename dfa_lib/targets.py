@@ -17,8 +17,9 @@ import torch.nn.functional as F
 class Targets:
     """Targets ready for the loss, plus what the error metric needs.
 
-    ``kind`` is ``"classification"`` (error = argmax mismatch), ``"binary"`` (one output,
-    error = wrong side of the midpoint between the two target values) or ``"regression"``
+    ``kind`` is ``"classification"`` (error = argmax mismatch), ``"binary"`` (a two-valued
+    target per output unit; a row is wrong when any output is on the wrong side of the
+    midpoint between the two target values) or ``"regression"``
     (error = normalised squared error ``||y_hat - y||^2 / ||y||^2``).
     """
 
@@ -57,7 +58,7 @@ def prepare_targets(y: torch.Tensor, n_out: int, loss: str, n_rows: int, dtype=t
         raise ValueError("labels contain NaN or infinite values")
     if kind == "regression" or (kind is None and loss == "mse" and n_out > 1 and not _is_one_hot(values)):
         return Targets(values, "regression")
-    if n_out == 1:
+    if n_out == 1 or kind == "binary":  # one binary target per output unit
         levels = torch.unique(values)
         if len(levels) > 2:
             raise ValueError(
