@@ -11,6 +11,15 @@ from dfa_lib import local
 from dfa_lib.data import logic_gate
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one thread avoids thread-synchronisation overhead (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --------------------------------------------------------------------------- seed 004's code
 class SeedToyNetwork(nn.Module):
     """Seed 004's ``ToyNetwork`` (its rules un-commented), used as the reference."""
