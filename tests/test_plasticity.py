@@ -1,0 +1,189 @@
+"""Tests of dfa_lib.plasticity: learned rules applied to whole weight matrices (chapter 9)."""
+import pytest
+import torch
+import torch.nn as nn
+
+from dfa_lib import local, plasticity as pl
+from dfa_lib.data import logic_gate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one thread avoids thread-synchronisation overhead (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class DeltaRule(nn.Module):
+    """A hand-written rule in the learned rules' interface: dw = lr * m * pre."""
+
+    def __init__(self, lr):
+        super().__init__()
+        self.lr = lr
+
+    def init_state(self, weights):
+        return None
+
+    def step_all(self, hs, weights, ms, state):
+        return [self.lr * m * a.unsqueeze(1) for a, m in zip(hs[:-1], ms)], state
+
+
+def setup(n=5, hidden=(3,), seed=0, steps=7):
+    g = torch.Generator().manual_seed(seed)
+    x, y = logic_gate("xor", coding="pm1")
+    sizes = [2, *hidden, 1]
+    w0 = local.init_population(n, sizes, generator=g)
+    fb = pl.init_feedback(n, sizes, generator=g)
+    idx = local.sample_indices(steps, n, generator=g)
+    return x, y, w0, fb, idx
+
+
+def test_local_features_values():
+    pre = torch.tensor([[[1.0, -1.0]]])        # (1, 1, 2)
+    post = torch.tensor([[[2.0], [0.0], [3.0]]])  # (1, 3, 1)
+    w = torch.arange(6.0).view(1, 3, 2)
+    m = torch.tensor([[[0.5], [-1.0], [2.0]]])
+    f = pl.local_features(pre, post, w, m, "products")
+    assert f.shape == (1, 3, 2, 8)
+    i, j = 2, 1
+    expected = [-1.0, 3.0, 5.0, 2.0, -3.0, -2.0, 6.0, -6.0]
+    assert f[0, i, j].tolist() == expected
+    assert pl.local_features(pre, post, w, m, "raw").shape == (1, 3, 2, 4)
+
+
+def test_episode_with_delta_rule_equals_hand_loop():
+    """run_episode wires pre, post, signals correctly: a DFA-like delta rule, by hand."""
+    x, y, w0, fb, idx = setup()
+    lr = 0.1
+    w = pl.run_episode(DeltaRule(lr), w0, x, y, idx.shape[0], "feedback", fb, idx)
+    for n in range(w0[0].shape[0]):
+        W1, W2, B = w0[0][n].clone(), w0[1][n].clone(), fb[0][n]
+        for k in range(idx.shape[0]):
+            xi, ti = x[idx[k, n]], y[idx[k, n]]
+            h = torch.relu(W1 @ xi)
+            e = ti - torch.tanh(W2 @ h)
+            dW2 = lr * torch.outer(e, h)
+            dW1 = lr * torch.outer(B @ e, xi)
+            W1, W2 = W1 + dW1, W2 + dW2
+        assert torch.allclose(w[0][n], W1, atol=1e-6) and torch.allclose(w[1][n], W2, atol=1e-6)
+
+
+def test_modulatory_signals():
+    e = torch.tensor([[0.5], [-2.0]])
+    sizes = [2, 3, 1]
+    fb = [torch.randn(2, 3, 1)]
+    err = pl.modulatory_signals("error", e, sizes)
+    assert [m.shape for m in err] == [(2, 3, 1), (2, 1, 1)] and torch.all(err[0][1] == -2.0)
+    rew = pl.modulatory_signals("reward", e, sizes)
+    assert torch.all(rew[0][0] == -0.25) and torch.all(rew[1][1] == -4.0)
+    fbs = pl.modulatory_signals("feedback", e, sizes, fb)
+    assert torch.allclose(fbs[0][:, :, 0], fb[0][:, :, 0] * e) and torch.equal(fbs[1][:, :, 0], e)
+    with pytest.raises(ValueError, match="feedback matrix"):
+        pl.modulatory_signals("feedback", e, sizes)
+    with pytest.raises(ValueError, match="unknown modulatory signal"):
+        pl.modulatory_signals("dopamine", e, sizes)
+
+
+@pytest.mark.parametrize("Rule", [pl.MLPRule, pl.LSTMRule])
+def test_untrained_rule_changes_nothing_and_gradients_flow(Rule):
+    torch.manual_seed(0)
+    x, y, w0, fb, idx = setup()
+    rule = Rule()
+    w = pl.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx)
+    assert all(torch.equal(a, b) for a, b in zip(w, w0)), "zero-initialised readout: no change"
+    for p in rule.parameters():
+        nn.init.normal_(p, std=0.3)
+    loss = pl.episode_loss(pl.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx), x, y)
+    loss.backward()
+    for name, p in rule.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_mlp_rule_bounded_and_same_for_every_synapse():
+    torch.manual_seed(1)
+    rule = pl.MLPRule(max_step=0.05)
+    for p in rule.parameters():
+        nn.init.normal_(p, std=2.0)
+    pre, post = torch.randn(3, 1, 4), torch.randn(3, 5, 1)
+    w, m = torch.randn(3, 5, 4), torch.randn(3, 5, 1)
+    dw, _ = rule(pre, post, w, m)
+    assert dw.shape == (3, 5, 4) and dw.abs().max() <= 0.05
+    # one synapse alone gives the same change as inside the matrix: the rule is shared
+    one, _ = rule(pre[1:2, :, 2:3], post[1:2, 3:4], w[1:2, 3:4, 2:3], m[1:2, 3:4])
+    assert torch.allclose(one[0, 0, 0], dw[1, 3, 2], atol=1e-6)
+
+
+def test_lstm_step_all_equals_per_layer_calls():
+    torch.manual_seed(2)
+    rule = pl.LSTMRule()
+    for p in rule.parameters():
+        nn.init.normal_(p, std=0.5)
+    x, y, w0, fb, idx = setup(n=2, hidden=(4,))
+    hs = pl._forward_one(w0, x[idx[0]])
+    ms = pl.modulatory_signals("feedback", y[idx[0]] - hs[-1], [2, 4, 1], fb)
+    dws, state = rule.step_all(hs, w0, ms, rule.init_state(w0))
+    assert state[0].shape == (sum(w.numel() for w in w0), rule.hidden)
+    for l in range(2):
+        dw_l, _ = rule(hs[l].unsqueeze(1), hs[l + 1].unsqueeze(2), w0[l], ms[l])
+        assert torch.allclose(dws[l], dw_l, atol=1e-6)
+
+
+def test_meta_train_deterministic_and_lowers_loss():
+    def run():
+        torch.manual_seed(0)
+        rule = pl.MLPRule()
+        hist = pl.meta_train(rule, "and", n_meta_steps=15, n_nets=16, n_steps=10, lr=3e-2,
+                             generator=torch.Generator().manual_seed(1))
+        return rule, hist
+    r1, h1 = run()
+    r2, h2 = run()
+    assert h1 == h2
+    assert all(torch.equal(a, b) for a, b in zip(r1.parameters(), r2.parameters()))
+    assert min(h1[-5:]) < h1[0], "meta-training should lower the episode loss"
+    k = pl.evaluate(r1, "and", n_nets=10, n_steps=10, generator=torch.Generator().manual_seed(9))
+    assert isinstance(k, int) and 0 <= k <= 10
+
+
+def test_es_meta_train_runs_and_changes_rule():
+    torch.manual_seed(0)
+    rule = pl.MLPRule()
+    before = nn.utils.parameters_to_vector(rule.parameters()).clone()
+    hist = pl.es_meta_train(rule, "xor", n_meta_steps=2, n_nets=4, n_steps=3, population=4,
+                            generator=torch.Generator().manual_seed(0))
+    assert len(hist) == 2
+    assert not torch.equal(before, nn.utils.parameters_to_vector(rule.parameters()))
+    with pytest.raises(ValueError, match="population"):
+        pl.es_meta_train(rule, population=3)
+
+
+def test_rule_response_and_reference_rules():
+    pre, post = torch.linspace(-1, 1, 5), torch.linspace(0, 1, 3)
+    rule = pl.MLPRule()
+    assert pl.rule_response(rule, pre, post, m=1.0).shape == (3, 5)
+    ref = pl.reference_rules(pre, post, w=0.5, m=2.0)
+    assert torch.allclose(ref["Hebb"][2], pre * 1.0)
+    assert torch.allclose(ref["Oja"][2], 1.0 * (pre - 0.5))
+    assert torch.allclose(ref["delta"][0], 2.0 * pre)
+
+
+def test_clear_errors():
+    x, y, w0, fb, idx = setup()
+    with pytest.raises(ValueError, match="unknown feature set"):
+        pl.MLPRule(features="cubic")
+    with pytest.raises(ValueError, match="unknown modulatory signal"):
+        pl.run_episode(pl.MLPRule(), w0, x, y, idx.shape[0], "dopamine", fb, idx)
+    with pytest.raises(ValueError, match="indices has shape"):
+        pl.run_episode(pl.MLPRule(), w0, x, y, 3, "feedback", fb, idx)
+
+
+def test_per_network_targets_equal_shared_targets():
+    x, y, w0, fb, idx = setup()
+    rule = DeltaRule(0.2)
+    shared = pl.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx)
+    per_net = pl.run_episode(rule, w0, x, y.expand(5, 4, 1), idx.shape[0], "feedback", fb, idx)
+    assert all(torch.allclose(a, b) for a, b in zip(shared, per_net))
+    assert torch.allclose(pl.episode_loss(shared, x, y), pl.episode_loss(shared, x, y.expand(5, 4, 1)))
+    with pytest.raises(ValueError, match="per-network targets"):
+        pl.run_episode(rule, w0, x, y.expand(3, 4, 1), idx.shape[0], "feedback", fb, idx)
