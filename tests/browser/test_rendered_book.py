@@ -1,0 +1,98 @@
+"""Open the built HTML book in headless Chromium, page by page.
+
+Fails on a chapter page that is missing, an image that does not load, or a Python
+traceback shown on a page.  Needs the built book (``make book``, or ``make html-check``
+which renders the committed notebooks) and Debian's chromium (``apt-get install chromium``);
+Playwright drives it and never downloads a browser of its own.  Outside CI it skips,
+saying why, where either is missing; in CI (``CI=true``) a missing piece is a failure.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = Path(os.environ.get("DFA_BOOK_HTML", ROOT / "_build" / "html"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def toc_pages() -> list[str]:
+    """Every page listed in _toc.yml, as paths relative to the HTML root."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+    for part in toc.get("parts", []):
+        pages += [c["file"] for c in part.get("chapters", [])]
+    return [p + ".html" for p in pages]
+
+
+def missing(reason: str):
+    if IN_CI:
+        pytest.fail(reason + " (required in CI)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").is_file():
+        missing(f"no built book at {HTML}: run `make book` (or `make html-check`) first")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        missing("Chromium is not installed: `apt-get install chromium` (Debian), or run `make html-check`")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright is not installed: `pip install playwright` (no browser download needed)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.mark.parametrize("page_path", toc_pages())
+def test_page_renders_with_images_and_no_traceback(server, browser, page_path):
+    assert (HTML / page_path).is_file(), f"{page_path} is listed in _toc.yml but was not built"
+    page = browser.new_page()
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(server) else None)
+    response = page.goto(f"{server}/{page_path}", wait_until="load")
+    assert response is not None and response.ok, f"{page_path}: HTTP {response and response.status}"
+    text = page.inner_text("main") if page.locator("main").count() else page.inner_text("body")
+    assert "Traceback (most recent call last)" not in text, f"{page_path} shows a Python traceback"
+    assert page.locator("div.output.error, div.output.traceback").count() == 0, f"{page_path} shows an error output"
+    broken = page.eval_on_selector_all(
+        "img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))"
+    )
+    assert not broken, f"{page_path}: images that did not load: {broken}"
+    assert not failed, f"{page_path}: requests that failed: {failed}"
+    page.close()
+
+
+def test_every_chapter_page_has_a_figure_or_table(server, browser):
+    """Chapters are results: each chapter page shows at least one figure or table."""
+    page = browser.new_page()
+    for path in [p for p in toc_pages() if Path(p).name[:2].isdigit()]:
+        page.goto(f"{server}/{path}", wait_until="load")
+        assert page.locator("main img, main table").count() > 0, f"{path} shows no figure and no table"
+    page.close()
