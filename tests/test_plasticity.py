@@ -7,13 +7,7 @@ from dfa_lib import local, plasticity as pl
 from dfa_lib.data import logic_gate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids thread-synchronisation overhead (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (fixture in conftest.py)
 
 
 class DeltaRule(nn.Module):
