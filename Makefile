@@ -64,8 +64,8 @@ browser-deps:
 ## notebooks: re-execute every chapter in place so the committed outputs are those of a fresh run
 notebooks: $(STAMP)
 	cd book && for nb in $(notdir $(NOTEBOOKS)); do \
-	  echo "== $$nb"; /usr/bin/time -f "   %e s" ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; done
+	  start=$$(date +%s); ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; echo "== $$nb: $$(( $$(date +%s) - start )) s"; done
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/epoch_speed.py
