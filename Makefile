@@ -61,11 +61,13 @@ browser-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  || echo "could not install chromium: the browser test will say so"; }
 
-## notebooks: re-execute every chapter in place so the committed outputs are those of a fresh run
+## notebooks: re-execute every chapter in place so the committed outputs are those of a fresh run,
+## then refresh the README's reproduction table and figure from them
 notebooks: $(STAMP)
 	cd book && for nb in $(notdir $(NOTEBOOKS)); do \
 	  start=$$(date +%s); ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; echo "== $$nb: $$(( $$(date +%s) - start )) s"; done
+	$(BIN)/python tools/readme_summary.py
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/epoch_speed.py
