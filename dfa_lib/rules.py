@@ -58,6 +58,17 @@ def nokland_scale(shape: tuple) -> float:
     return 1.0 / math.sqrt(shape[1])
 
 
+def times_derivative(model: MLP, cache: ForwardCache, l: int, p: torch.Tensor) -> torch.Tensor:
+    """``p * f'(a_l)`` for hidden layer ``l``: the last step of every rule's signal.
+
+    For tanh with a consistent cache this is one fused kernel, ``p * (1 - h_l**2)``, the one
+    autograd uses for tanh (3x fewer passes over the (N, n_l) tensor than the three-op form).
+    """
+    if cache.consistent and model.activation.name == "tanh":
+        return torch.ops.aten.tanh_backward(p, cache.inputs[l])
+    return p * model.hidden_derivative(cache, l)
+
+
 class FeedbackRule(nn.Module):
     """Base class: a rule maps (model, forward cache, output error) to one signal per layer."""
 
@@ -80,7 +91,7 @@ class BP(FeedbackRule):
         deltas = [e]
         for l in range(model.n_hidden, 0, -1):  # hidden layers L-1 ... 1
             back = deltas[0] @ model.layers[l].weight
-            deltas.insert(0, back * model.hidden_derivative(cache, l))
+            deltas.insert(0, times_derivative(model, cache, l, back))
         return deltas
 
 
@@ -171,7 +182,7 @@ class FA(_RandomFeedback):
         self._check_model(model)
         deltas = [e]
         for l, B in zip(range(model.n_hidden, 0, -1), reversed(self.feedback)):
-            deltas.insert(0, (deltas[0] @ B.T) * model.hidden_derivative(cache, l))
+            deltas.insert(0, times_derivative(model, cache, l, deltas[0] @ B.T))
         return deltas
 
 
@@ -204,7 +215,7 @@ class DFA(_RandomFeedback):
     def signals(self, model, cache, e):
         self._check_model(model)
         projected = torch.split(e @ self.B.T, self.sizes[1:-1], dim=1)  # the one matmul
-        hidden = [p * model.hidden_derivative(cache, l) for l, p in enumerate(projected, start=1)]
+        hidden = [times_derivative(model, cache, l, p) for l, p in enumerate(projected, start=1)]
         return hidden + [e]
 
 
