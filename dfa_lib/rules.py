@@ -243,9 +243,13 @@ def write_grads(model: MLP, cache: ForwardCache, deltas: list, scale: float = 1.
             if layer.bias is not None:
                 layer.bias.grad = None
             continue
-        layer.weight.grad = torch.mm(delta.T, h_in).mul_(scale) if scale != 1.0 else delta.T @ h_in
+        rest = scale  # the factor still to apply after the matmul
+        if scale != 1.0 and delta.shape[0] <= h_in.shape[1]:
+            delta, rest = delta * scale, 1.0  # cheaper to scale the (N, n_l) signal than the (n_l, n_{l-1}) gradient
+        grad = delta.T @ h_in
+        layer.weight.grad = grad.mul_(rest) if rest != 1.0 else grad
         if layer.bias is not None:
-            layer.bias.grad = delta.sum(0).mul_(scale) if scale != 1.0 else delta.sum(0)
+            layer.bias.grad = delta.sum(0).mul_(rest) if rest != 1.0 else delta.sum(0)
 
 
 def compute_grads(model: MLP, rule: FeedbackRule, cache: ForwardCache, e: torch.Tensor, scale: float = 1.0, frozen=()):
