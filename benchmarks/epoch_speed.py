@@ -1,0 +1,207 @@
+"""How fast is one epoch of dfa_lib, next to plain PyTorch and to the matmul roofline?
+
+One epoch of the 784-400-400-400-10 tanh network of chapter 5 (sigmoid outputs, binary
+cross-entropy, batch 64, plain SGD) on full MNIST held as preloaded tensors, timed for
+
+  * ``dfa_lib DFA``   ``dfa_lib.train(model, DFA(model), ...)`` for one epoch
+  * ``dfa_lib BP``    the same loop with ``BP()``
+  * ``torch BP``      what most people would write: ``nn.Sequential`` + ``torch.optim.SGD`` + autograd
+  * ``roofline``      the epoch's floating-point operations divided by the fp32 matmul rate
+                      measured here, at the epoch's own matrix shapes (a lower bound: the time of
+                      the matrix products alone, no activations, no Python)
+
+An "epoch" is what ``dfa_lib.train`` does in one: 938 steps over the 60,000 training
+images (loss and error counted from the training forward pass) plus one evaluation of the
+10,000 test images.  The plain PyTorch loop does the same bookkeeping, and the roofline
+counts the test forward too, so all four do the same arithmetic.
+
+Methods are timed in interleaved rounds (DFA, BP, torch BP, DFA, ...) and each reports its
+median, so a neighbour process that slows the machine for a while hurts all of them alike.
+
+    python benchmarks/epoch_speed.py                 # 5 rounds, torch's default threads
+    python benchmarks/epoch_speed.py --repeats 3 --threads 1 --json
+
+This is a benchmark, not a test: nothing fails when a target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dfa_lib import BP, DFA, MLP, load_mnist, train
+
+SIZES = [784, 400, 400, 400, 10]
+BATCH = 64
+LR = 0.1
+TARGETS = {  # (numerator, denominator, at most): the issue's goals for a 2-core machine
+    "dfa_lib DFA / torch BP": 0.85,
+    "dfa_lib DFA / DFA roofline": 1.3,
+    "dfa_lib BP / torch BP": 1.1,
+}
+
+
+def epoch_flops(rule: str, n_train: int, n_test: int, batch: int = BATCH) -> float:
+    """Multiply-adds x 2 of one epoch: forward, weight gradients, the rule's backward, test forward."""
+    pairs = list(zip(SIZES[:-1], SIZES[1:]))
+    forward = sum(i * o for i, o in pairs)  # per example
+    wgrad = forward  # delta_l^T h_{l-1}: same shapes as the forward
+    if rule == "bp":  # delta_{l+1} @ W_{l+1} for every hidden layer
+        back = sum(i * o for i, o in pairs[1:])
+    else:  # e @ B^T, one (n_out x sum of hidden widths) product
+        back = SIZES[-1] * sum(SIZES[1:-1])
+    del batch  # the count per example does not depend on how examples are grouped
+    return 2.0 * (n_train * (forward + wgrad + back) + n_test * forward)
+
+
+def matmul_shapes(rule: str, n_train: int, n_test: int, batch: int = BATCH) -> list:
+    """Every matrix product of one epoch as (count, m, k, n) for an (m x k) @ (k x n) product."""
+    pairs = list(zip(SIZES[:-1], SIZES[1:]))
+    steps, last = divmod(n_train, batch)
+    shapes = []
+    for rows, count in ((batch, steps), (last, 1 if last else 0)):
+        if not count:
+            continue
+        for i, o in pairs:
+            shapes.append((count, rows, i, o))  # forward  h @ W^T
+            shapes.append((count, o, rows, i))  # gradient delta^T @ h
+        if rule == "bp":
+            shapes += [(count, rows, o, i) for i, o in pairs[1:]]  # delta @ W
+        else:
+            shapes.append((count, rows, SIZES[-1], sum(SIZES[1:-1])))  # e @ B^T
+    shapes += [(1, n_test, i, o) for i, o in pairs]  # test forward, one chunk
+    return shapes
+
+
+def roofline_seconds(rule: str, n_train: int, n_test: int, reps: int = 3) -> float:
+    """Time the epoch's matrix products alone (best of ``reps``), on random fp32 matrices."""
+    best = float("inf")
+    shapes = matmul_shapes(rule, n_train, n_test)
+    mats = {(m, k, n): (torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)) for _, m, k, n in shapes}
+    for _ in range(reps):
+        start = time.perf_counter()
+        for count, m, k, n in shapes:
+            a, b, out = mats[(m, k, n)]
+            for _ in range(count):
+                torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def dfa_lib_epoch(data, rule_name: str, seed: int) -> float:
+    torch.manual_seed(seed)
+    if rule_name == "dfa":
+        model = MLP(SIZES, hidden="tanh", output="sigmoid", init="zeros")
+        rule = DFA(model, dist="uniform", scale=0.05)
+    else:
+        model = MLP(SIZES, hidden="tanh", output="sigmoid")
+        rule = BP()
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    train(model, rule, data, epochs=1, batch_size=BATCH, lr=LR, loss="bce", generator=gen,
+          eval_initial=False, progress=False)
+    return time.perf_counter() - start
+
+
+def torch_bp_epoch(data, seed: int) -> float:
+    """The textbook loop: nn.Sequential, autograd, torch.optim.SGD, same bookkeeping as train()."""
+    torch.manual_seed(seed)
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(SIZES) - 2:
+            layers.append(nn.Tanh())
+    net = nn.Sequential(*layers)
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    x, y, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
+    y_hot = F.one_hot(y, SIZES[-1]).float()
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    order = torch.randperm(len(x), generator=gen)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    wrong = torch.zeros((), dtype=torch.int64)
+    for i in range(0, len(x), BATCH):
+        idx = order[i : i + BATCH]
+        logits = net(x[idx])
+        loss = F.binary_cross_entropy_with_logits(logits, y_hot[idx], reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        (loss / len(idx)).backward()
+        opt.step()
+        loss_sum += loss.detach()
+        wrong += (logits.detach().argmax(1) != y[idx]).sum()
+    with torch.no_grad():
+        test_wrong = (net(x_test).argmax(1) != y_test).sum().item()
+    loss_sum.item(), wrong.item(), test_wrong
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="also write benchmarks/results/epoch_speed-<time>.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_mnist()
+    n_train, n_test = len(data.x_train), len(data.x_test)
+
+    # warm-up: first calls allocate and pick kernels
+    dfa_lib_epoch(data.subset(6400, 1000), "dfa", 0)
+    dfa_lib_epoch(data.subset(6400, 1000), "bp", 0)
+    torch_bp_epoch(data.subset(6400, 1000), 0)
+
+    runs = {"dfa_lib DFA": [], "dfa_lib BP": [], "torch BP": [], "DFA roofline": [], "BP roofline": []}
+    for r in range(args.repeats):
+        runs["dfa_lib DFA"].append(dfa_lib_epoch(data, "dfa", r))
+        runs["dfa_lib BP"].append(dfa_lib_epoch(data, "bp", r))
+        runs["torch BP"].append(torch_bp_epoch(data, r))
+        runs["DFA roofline"].append(roofline_seconds("dfa", n_train, n_test))
+        runs["BP roofline"].append(roofline_seconds("bp", n_train, n_test))
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items()), flush=True)
+
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    gflop = {"dfa": epoch_flops("dfa", n_train, n_test) / 1e9, "bp": epoch_flops("bp", n_train, n_test) / 1e9}
+    print(f"\n784-400-400-400-10, batch {BATCH}, {n_train} train + {n_test} test images, "
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, median of {args.repeats} rounds")
+    print(f"{'method':<16}{'s/epoch':>9}{'GFLOP':>8}{'GFLOP/s':>9}")
+    for k, v in med.items():
+        g = gflop["bp" if "BP" in k else "dfa"]
+        print(f"{k:<16}{v:>9.2f}{g:>8.1f}{g / v:>9.1f}")
+    ratios = {
+        "dfa_lib DFA / torch BP": med["dfa_lib DFA"] / med["torch BP"],
+        "dfa_lib DFA / DFA roofline": med["dfa_lib DFA"] / med["DFA roofline"],
+        "dfa_lib BP / torch BP": med["dfa_lib BP"] / med["torch BP"],
+        "dfa_lib BP / BP roofline": med["dfa_lib BP"] / med["BP roofline"],
+        "torch BP / BP roofline": med["torch BP"] / med["BP roofline"],
+    }
+    print(f"\n{'ratio':<28}{'value':>7}  target")
+    for k, v in ratios.items():
+        goal = TARGETS.get(k)
+        verdict = "" if goal is None else f"<= {goal}  {'met' if v <= goal else 'MISSED'}"
+        print(f"{k:<28}{v:>7.2f}  {verdict}")
+    result = {
+        "seconds": runs, "median_seconds": med, "gflop": gflop, "ratios": ratios, "targets": TARGETS,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "machine": platform.machine(), "processor": platform.processor(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if args.json:
+        out = Path(__file__).resolve().parent / "results"
+        out.mkdir(exist_ok=True)
+        path = out / time.strftime("epoch_speed-%Y%m%d-%H%M%S.json")
+        path.write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
