@@ -34,7 +34,7 @@ $(STAMP): requirements/dev.txt pyproject.toml
 
 ## book: execute every chapter on a fresh kernel and build the HTML into _build/html
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --keep-going
+	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html"
 
 ## test: unit tests, then every notebook executed by nbval, then the rendered book in a browser
