@@ -51,7 +51,7 @@ notebooks-test: $(STAMP)
 html-check: $(STAMP) browser-deps
 	rm -rf _build/html-check
 	sed 's/execute_notebooks: force/execute_notebooks: "off"/' _config.yml > _build_config_check.yml
-	$(BIN)/jupyter-book build . --config _build_config_check.yml --path-output _build/html-check -W -n --keep-going; \
+	$(BIN)/jupyter-book build . --config _build_config_check.yml --path-output _build/html-check -W --keep-going; \
 	  status=$$?; rm -f _build_config_check.yml; exit $$status
 	DFA_BOOK_HTML=_build/html-check/_build/html $(BIN)/python -m pytest -q tests/browser
 
