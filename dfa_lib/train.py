@@ -198,6 +198,8 @@ def train(
                 loss_sum += batch_loss
                 if t_train.kind == "regression":  # running sum of squared errors, normalised below
                     err_sum += ((cache.out - yb) ** 2).sum()
+                elif t_train.kind == "classification":  # the common case, without building a Targets per step
+                    err_sum += (cache.out.argmax(1) != t_train.labels[idx]).sum()
                 else:
                     err_sum += wrong_count(cache.out, _rows(t_train, idx))
                 if averaging == "batch":
