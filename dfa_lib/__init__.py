@@ -21,7 +21,7 @@ from .metrics import (
     normalized_squared_error,
 )
 from .models import MLP, ForwardCache
-from .rules import BP, DFA, FA, FeedbackRule, Shallow, compute_grads, init_feedback, make_rule, nokland_scale, write_grads
+from .rules import BP, DFA, FA, FeedbackRule, Shallow, compute_grads, init_feedback, make_rule, nokland_scale, sgd_update, write_grads
 from .train import History, TrainingDivergedError, evaluate, train
 from .utils import get_device, seed_everything
 
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BP", "DFA", "FA", "Shallow", "FeedbackRule", "make_rule", "init_feedback", "nokland_scale",
-    "compute_grads", "write_grads", "MLP", "ForwardCache", "train", "evaluate", "History",
+    "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",
     "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",

@@ -252,6 +252,26 @@ def write_grads(model: MLP, cache: ForwardCache, deltas: list, scale: float = 1.
             layer.bias.grad = delta.sum(0).mul_(rest) if rest != 1.0 else delta.sum(0)
 
 
+@torch.no_grad()
+def sgd_update(model: MLP, cache: ForwardCache, deltas: list, lrs: Sequence, scale: float = 1.0, frozen=()) -> None:
+    """Plain SGD straight into the weights: ``W_l -= lr * scale * delta_l^T h_{l-1}``.
+
+    The same step as :func:`write_grads` followed by ``torch.optim.SGD.step()`` (no momentum,
+    no weight decay), but the gradient is never materialised: one fused ``addmm_`` per layer
+    reads and writes each weight matrix once, instead of allocating ``.grad``, filling it and
+    passing over both again in the optimizer.  ``lrs`` holds one ``(weight lr, bias lr)``
+    pair per layer; a pair of ``None`` leaves that layer alone.  Used by :func:`dfa_lib.train`
+    whenever the optimizer is plain SGD (chapter 3 explains the loop).
+    """
+    for l, (layer, delta, h_in, (lr_w, lr_b)) in enumerate(zip(model.layers, deltas, cache.inputs, lrs), start=1):
+        if delta is None or l in frozen:
+            continue
+        if lr_w:
+            layer.weight.addmm_(delta.T, h_in, alpha=-lr_w * scale)
+        if layer.bias is not None and lr_b:
+            layer.bias.add_(delta.sum(0), alpha=-lr_b * scale)
+
+
 def compute_grads(model: MLP, rule: FeedbackRule, cache: ForwardCache, e: torch.Tensor, scale: float = 1.0, frozen=()):
     """Run ``rule`` on a cache and write the gradients; returns the signals for inspection."""
     deltas = rule.signals(model, cache, e)

@@ -1,8 +1,10 @@
 """One training loop for every feedback rule.
 
 The loop is the data flow of the book: draw a mini-batch by indexing preloaded tensors,
-forward with a cache, output error, the rule's signals, ``.grad``, an optimizer step,
-then metrics into a :class:`History`.  Options cover what the seeds did with separate
+forward with a cache, output error, the rule's signals, a weight update, then metrics
+into a :class:`History`.  With plain SGD (the default) the update goes straight into the
+weights (:func:`dfa_lib.rules.sgd_update`, one fused matmul per layer); any other optimizer
+gets the gradients in ``.grad`` and takes its own step.  Options cover what the seeds did with separate
 copies of the loop: seed 001's batch-averaged ("master error") and per-class averaged
 loops, frozen layers (seed 003), early stopping on a tolerance (seed 001).
 
@@ -11,6 +13,8 @@ layers in chapter 6.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +26,7 @@ from .data import Data
 from .losses import check_loss, output_error, per_example_loss
 from .metrics import error_rate, wrong_count
 from .models import MLP
-from .rules import FeedbackRule, compute_grads
+from .rules import FeedbackRule, compute_grads, sgd_update
 from .targets import Targets, prepare_targets
 
 AVERAGING = ("none", "batch", "class")
@@ -107,6 +111,9 @@ def train(
         epochs: passes over the training set.
         batch_size: examples per step; ``None`` for the full set (seed 002's full batch).
         lr, optimizer: plain SGD with ``lr`` unless an optimizer over ``model.parameters()`` is given.
+            Plain SGD (``torch.optim.SGD`` without momentum or weight decay, also when passed in,
+            e.g. with a learning-rate scheduler) updates the weights in place without filling
+            ``.grad``; other optimizers see the rule's gradients in ``.grad``.
         loss: ``"bce"``, ``"ce"`` or ``"mse"`` (see :mod:`dfa_lib.losses`).
         reduction: ``"mean"`` divides the gradient by the number of rows in a step, ``"sum"`` does not
             (seed 001 sums).
@@ -116,8 +123,8 @@ def train(
         tol: stop early when the training error changes by at most ``tol`` between epochs.
         generator: random stream for shuffling (default: a fresh one from torch's global RNG).
         kind: force the target kind (``"regression"``, ...); inferred when None.
-        on_step: ``on_step(history, epoch, step, model, cache, e, signals)`` after every step,
-            before the optimizer changes the weights (e.g. to record alignment, chapter 1).
+        on_step: ``on_step(history, epoch, step, model, cache, e, signals)`` after every step's
+            signals, before the weights change (e.g. to record alignment, chapter 1).
         on_epoch: ``on_epoch(history, epoch, model)`` after every epoch's evaluation.
         progress: show a tqdm progress bar over epochs.
 
@@ -149,7 +156,13 @@ def train(
             raise ValueError("averaging='class' needs class labels, but the targets are real-valued (regression)")
         groups = t_train.labels if t_train.kind == "classification" else (t_train.values[:, 0] > t_train.threshold).long()
 
+    if optimizer is None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     opt = optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=lr)
+    plain_sgd = plain_sgd_rates(opt, model)
+    if plain_sgd is not None:
+        opt.zero_grad(set_to_none=True)  # no stale .grad: the fused path never writes one
+        opt.step()  # a no-op without gradients; tells lr schedulers that the optimizer has stepped
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
     n = len(x_train)
@@ -183,16 +196,16 @@ def train(
             bar = tqdm(bar, desc=history.rule, leave=False)
         for ep in bar:
             order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            loss_sum = 0.0
             err_sum = torch.zeros((), device=device, dtype=torch.float64)
             for step, i in enumerate(range(0, n, bs), start=1):
                 idx = order[i : i + bs]
                 xb, yb = x_train[idx], t_train.values[idx]
                 cache = model.forward_cached(xb)
-                batch_loss = per_example_loss(loss, cache.out, yb).sum()
-                if not torch.isfinite(batch_loss):
+                batch_loss = per_example_loss(loss, cache.out, yb).sum().item()
+                if not math.isfinite(batch_loss):
                     raise TrainingDivergedError(
-                        f"{history.rule}: the loss became {batch_loss.item()} at epoch {ep}, step {step}; "
+                        f"{history.rule}: the loss became {batch_loss} at epoch {ep}, step {step}; "
                         "lower the learning rate or the feedback scale"
                     )
                 loss_sum += batch_loss
@@ -210,11 +223,17 @@ def train(
                     yb = cache_mean_targets(yb, g, int(groups.max()) + 1)
                 e = output_error(loss, model.output_name, cache.pre[-1], cache.out, yb)
                 scale = 1.0 / len(e) if reduction == "mean" else 1.0
-                signals = compute_grads(model, rule, cache, e, scale, frozen)
-                if on_step is not None:
-                    on_step(history, ep, step, model, cache, e, signals)
-                opt.step()
-            train_loss = loss_sum.item() / n
+                if plain_sgd is not None:
+                    signals = rule.signals(model, cache, e)
+                    if on_step is not None:
+                        on_step(history, ep, step, model, cache, e, signals)
+                    sgd_update(model, cache, signals, plain_sgd(), scale, frozen)
+                else:
+                    signals = compute_grads(model, rule, cache, e, scale, frozen)
+                    if on_step is not None:
+                        on_step(history, ep, step, model, cache, e, signals)
+                    opt.step()
+            train_loss = loss_sum / n
             if t_train.kind == "regression":
                 train_err = err_sum.item() / (t_train.values**2).sum().item()
             else:
@@ -231,6 +250,32 @@ def train(
                     break
         history.seconds = time.perf_counter() - start
     return history
+
+
+def plain_sgd_rates(optimizer: torch.optim.Optimizer, model: MLP) -> Callable | None:
+    """For plain SGD, a function giving each layer's current ``(weight lr, bias lr)``; else None.
+
+    Plain means ``torch.optim.SGD`` itself with no momentum, weight decay, Nesterov or
+    ``maximize`` in any parameter group: then a step is exactly ``p -= lr * p.grad`` and
+    :func:`dfa_lib.rules.sgd_update` can apply it without ``.grad``.  The rates are read from
+    the optimizer's groups at every step, so learning-rate schedulers keep working.
+    Parameters the optimizer does not hold, or that do not require grad, get ``None``.
+    """
+    if type(optimizer) is not torch.optim.SGD:
+        return None
+    for g in optimizer.param_groups:
+        if g.get("momentum", 0) or g.get("weight_decay", 0) or g.get("nesterov") or g.get("maximize"):
+            return None
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+
+    def rate(p):
+        g = None if p is None or not p.requires_grad else group_of.get(id(p))
+        return None if g is None else float(g["lr"])
+
+    def rates() -> list:
+        return [(rate(layer.weight), rate(layer.bias)) for layer in model.layers]
+
+    return rates
 
 
 @contextmanager
