@@ -200,7 +200,8 @@ def train(
             err_sum = torch.zeros((), device=device, dtype=torch.float64)
             for step, i in enumerate(range(0, n, bs), start=1):
                 idx = order[i : i + bs]
-                xb, yb = x_train[idx], t_train.values[idx]
+                # index_select: the same rows as x[idx], ~3x faster for a row gather on CPU
+                xb, yb = x_train.index_select(0, idx), t_train.values.index_select(0, idx)
                 cache = model.forward_cached(xb)
                 batch_loss = per_example_loss(loss, cache.out, yb).sum().item()
                 if not math.isfinite(batch_loss):
@@ -212,7 +213,7 @@ def train(
                 if t_train.kind == "regression":  # running sum of squared errors, normalised below
                     err_sum += ((cache.out - yb) ** 2).sum()
                 elif t_train.kind == "classification":  # the common case, without building a Targets per step
-                    err_sum += (cache.out.argmax(1) != t_train.labels[idx]).sum()
+                    err_sum += (cache.out.argmax(1) != t_train.labels.index_select(0, idx)).sum()
                 else:
                     err_sum += wrong_count(cache.out, _rows(t_train, idx))
                 if averaging == "batch":
