@@ -9,6 +9,9 @@ cross-entropy, batch 64, plain SGD) on full MNIST held as preloaded tensors, tim
   * ``roofline``      the epoch's floating-point operations divided by the fp32 matmul rate
                       measured here, at the epoch's own matrix shapes (a lower bound: the time of
                       the matrix products alone, no activations, no Python)
+  * ``DFA matmuls``   the same products in the layouts dfa_lib's DFA step uses (``F.linear`` with
+                      bias, ``weight.addmm_`` for the update, ``e @ B.T``): what is left of
+                      dfa_lib DFA's time above this is activations, loss, indexing and dispatch
 
 An "epoch" is what ``dfa_lib.train`` does in one: 938 steps over the 60,000 training
 images (loss and error counted from the training forward pass) plus one evaluation of the
@@ -96,6 +99,31 @@ def roofline_seconds(rule: str, n_train: int, n_test: int, reps: int = 3) -> flo
     return best
 
 
+def dfa_matmul_seconds(n_train: int, n_test: int, reps: int = 3) -> float:
+    """The DFA epoch's matrix products in dfa_lib's own layouts, on random matrices (best of ``reps``)."""
+    pairs = list(zip(SIZES[:-1], SIZES[1:]))
+    weights = [torch.randn(o, i) * 0.01 for i, o in pairs]
+    biases = [torch.zeros(o) for _, o in pairs]
+    inputs = [torch.randn(BATCH, i) for i, _ in pairs]
+    signals = [torch.randn(BATCH, o) for _, o in pairs]
+    e, feedback = torch.randn(BATCH, SIZES[-1]), torch.randn(sum(SIZES[1:-1]), SIZES[-1])
+    x_test = torch.randn(n_test, SIZES[0])
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(-(-n_train // BATCH)):
+            for w, b, h in zip(weights, biases, inputs):
+                F.linear(h, w, b)
+            e @ feedback.T
+            for w, d, h in zip(weights, signals, inputs):
+                w.addmm_(d.T, h, alpha=-1e-9)
+        h = x_test
+        for w, b in zip(weights, biases):
+            h = F.linear(h, w, b)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def dfa_lib_epoch(data, rule_name: str, seed: int) -> float:
     torch.manual_seed(seed)
     if rule_name == "dfa":
@@ -159,13 +187,15 @@ def main(argv=None) -> dict:
     dfa_lib_epoch(data.subset(6400, 1000), "bp", 0)
     torch_bp_epoch(data.subset(6400, 1000), 0)
 
-    runs = {"dfa_lib DFA": [], "dfa_lib BP": [], "torch BP": [], "DFA roofline": [], "BP roofline": []}
+    runs = {"dfa_lib DFA": [], "dfa_lib BP": [], "torch BP": [], "DFA roofline": [], "BP roofline": [],
+            "DFA matmuls": []}
     for r in range(args.repeats):
         runs["dfa_lib DFA"].append(dfa_lib_epoch(data, "dfa", r))
         runs["dfa_lib BP"].append(dfa_lib_epoch(data, "bp", r))
         runs["torch BP"].append(torch_bp_epoch(data, r))
         runs["DFA roofline"].append(roofline_seconds("dfa", n_train, n_test))
         runs["BP roofline"].append(roofline_seconds("bp", n_train, n_test))
+        runs["DFA matmuls"].append(dfa_matmul_seconds(n_train, n_test))
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items()), flush=True)
 
     med = {k: statistics.median(v) for k, v in runs.items()}
@@ -182,6 +212,8 @@ def main(argv=None) -> dict:
         "dfa_lib BP / torch BP": med["dfa_lib BP"] / med["torch BP"],
         "dfa_lib BP / BP roofline": med["dfa_lib BP"] / med["BP roofline"],
         "torch BP / BP roofline": med["torch BP"] / med["BP roofline"],
+        "DFA matmuls / DFA roofline": med["DFA matmuls"] / med["DFA roofline"],
+        "dfa_lib DFA / DFA matmuls": med["dfa_lib DFA"] / med["DFA matmuls"],
     }
     print(f"\n{'ratio':<28}{'value':>7}  target")
     for k, v in ratios.items():
