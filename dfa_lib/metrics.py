@@ -16,9 +16,7 @@ from .targets import Targets
 
 def error_rate(out: torch.Tensor, targets: Targets) -> float:
     """The task's error: misclassified fraction, wrong-side fraction, or normalised squared error."""
-    if targets.kind == "classification":
-        return wrong_count(out, targets).item() / len(out)
-    if targets.kind == "binary":
+    if targets.kind in ("classification", "binary"):
         return wrong_count(out, targets).item() / len(out)
     return normalized_squared_error(out, targets.values)
 

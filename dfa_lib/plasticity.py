@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from . import local
+from . import local, rules
 
 __all__ = [
     "SIGNALS",
@@ -84,7 +84,7 @@ def init_feedback(n_nets: int, sizes: Sequence[int], generator=None, dtype=torch
     Entries are U[-1, 1], one independent draw per network (the rule has to work for any).
     """
     n_out = sizes[-1]
-    return [(2 * torch.rand(n_nets, s, n_out, generator=generator, dtype=dtype) - 1) for s in sizes[1:-1]]
+    return [rules.init_feedback((n_nets, s, n_out), "uniform", 1.0, generator, dtype) for s in sizes[1:-1]]
 
 
 def modulatory_signals(signal: str, e: torch.Tensor, sizes: Sequence[int], feedback=None) -> list[torch.Tensor]:

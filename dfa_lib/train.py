@@ -150,11 +150,12 @@ def train(
     n_out = model.sizes[-1]
     t_train = prepare_targets(data.y_train.to(device), n_out, loss, len(x_train), dtype, kind)
     t_test = prepare_targets(data.y_test.to(device), n_out, loss, len(x_test), dtype, t_train.kind)
-    groups = None
+    groups, n_groups = None, 0
     if averaging == "class":
         if t_train.kind == "regression":
             raise ValueError("averaging='class' needs class labels, but the targets are real-valued (regression)")
         groups = t_train.labels if t_train.kind == "classification" else (t_train.values[:, 0] > t_train.threshold).long()
+        n_groups = int(groups.max()) + 1  # once, not per step
 
     if optimizer is None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
@@ -220,8 +221,8 @@ def train(
                     cache, yb = cache.averaged(), yb.mean(0, keepdim=True)
                 elif averaging == "class":
                     g = groups[idx]
-                    cache = cache.averaged(g, n_groups=int(groups.max()) + 1)
-                    yb = cache_mean_targets(yb, g, int(groups.max()) + 1)
+                    cache = cache.averaged(g, n_groups=n_groups)
+                    yb = cache_mean_targets(yb, g, n_groups)
                 e = output_error(loss, model.output_name, cache.pre[-1], cache.out, yb)
                 scale = 1.0 / len(e) if reduction == "mean" else 1.0
                 if plain_sgd is not None:
