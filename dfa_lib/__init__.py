@@ -21,8 +21,11 @@ from .metrics import (
     normalized_squared_error,
 )
 from .models import MLP, ForwardCache
-from .rules import BP, DFA, FA, FeedbackRule, Shallow, compute_grads, init_feedback, make_rule, nokland_scale, sgd_update, write_grads
-from .train import History, TrainingDivergedError, evaluate, train
+from .history import History
+from .rules import BP, DFA, FA, FeedbackRule, Shallow, init_feedback, make_rule, nokland_scale
+from .step import TrainingDivergedError
+from .train import evaluate, train
+from .update import compute_grads, sgd_update, write_grads
 from .utils import get_device, seed_everything
 
 __version__ = "0.1.0"

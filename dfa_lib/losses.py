@@ -31,7 +31,9 @@ def per_example_loss(name: str, out: torch.Tensor, target: torch.Tensor) -> torc
     """l(y_hat_n, y_n) for every row n: summed over output units, shape (N,)."""
     if name == "bce":
         eps = torch.finfo(out.dtype).eps
-        return F.binary_cross_entropy(out.clamp(eps, 1 - eps), target, reduction="none").sum(1)
+        # NaN outputs of a diverged run read as 0.5 here (torch's BCE would raise a range error);
+        # the training loop reports the divergence itself (dfa_lib.step.EpochSums)
+        return F.binary_cross_entropy(out.clamp(eps, 1 - eps).nan_to_num(0.5), target, reduction="none").sum(1)
     if name == "ce":
         eps = torch.finfo(out.dtype).tiny
         return -(target * torch.log(out.clamp_min(eps))).sum(1)

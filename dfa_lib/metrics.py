@@ -17,8 +17,19 @@ from .targets import Targets
 def error_rate(out: torch.Tensor, targets: Targets) -> float:
     """The task's error: misclassified fraction, wrong-side fraction, or normalised squared error."""
     if targets.kind in ("classification", "binary"):
-        return wrong_count(out, targets).item() / len(out)
-    return normalized_squared_error(out, targets.values)
+        return error_sum(out, targets).item() / len(out)
+    return (error_sum(out, targets) / (targets.values**2).sum()).item()
+
+
+def error_sum(out: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """The task's error summed over rows, as a 0-dim tensor (no host sync).
+
+    Wrong rows for classification and binary targets, squared error for regression.  The
+    training loop adds these up over an epoch; :func:`error_rate` normalises one set's.
+    """
+    if targets.kind == "regression":
+        return ((out - targets.values) ** 2).sum()
+    return wrong_count(out, targets)
 
 
 def wrong_count(out: torch.Tensor, targets: Targets) -> torch.Tensor:

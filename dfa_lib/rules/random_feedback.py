@@ -1,22 +1,14 @@
-"""Feedback rules: how the output error reaches each hidden layer.
+"""Random feedback: feedback alignment (FA) and direct feedback alignment (DFA).
 
-Every rule in the FA family differs only in the teaching signal ``delta_l`` it gives
-hidden layer ``l`` (row-vector convention, one row per example, ``f'`` the hidden
-activation's derivative, ``e`` the output error)::
+Both replace the transposed forward weights of backpropagation by fixed random matrices,
+kept as module buffers (so ``state_dict``, ``.to(device)`` and seeding just work)::
 
-    BP       delta_l = (delta_{l+1} @ W_{l+1})   * f'(a_l)   exact gradient
-    FA       delta_l = (delta_{l+1} @ B_l^T)     * f'(a_l)   B_l fixed, random, shape (n_l, n_{l+1})
-    DFA      delta_l = (e @ B_l^T)               * f'(a_l)   B_l fixed, random, shape (n_l, n_out)
-    shallow  no signal: only the output layer learns
+    FA    delta_l = (delta_{l+1} @ B_l^T) * f'(a_l)    B_l: (n_l, n_{l+1}), the shape of W_{l+1}^T
+    DFA   delta_l = (e @ B_l^T)           * f'(a_l)    B_l: (n_l, n_out)
 
-(In column form, as Lillicrap et al. write it: BP sends ``W^T e``, FA sends ``B e``.)
-The output layer always gets ``delta_L = e``.  Whatever the rule, the weight gradient
-is then the same: ``dW_l = delta_l^T h_{l-1}``, ``db_l = sum_n delta_l`` (divided by the
-batch size for a mean loss), written into ``.grad`` so any ``torch.optim`` optimizer
-takes the step.  DFA forms all hidden signals with ONE matrix product
-``e @ [B_1; ...; B_{L-1}]^T`` and never runs the backward chain.
-
-Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
+DFA forms all hidden signals with ONE matrix product ``e @ [B_1; ...; B_{L-1}]^T`` and never
+runs the backward chain.  FA is introduced in chapter 1, DFA in chapter 2, the feedback
+scales of the seeds and of Nøkland 2016 in chapters 3 and 5.
 """
 from __future__ import annotations
 
@@ -24,9 +16,9 @@ import math
 from typing import Callable, Sequence, Union
 
 import torch
-import torch.nn as nn
 
-from .models import MLP, ForwardCache
+from ..models import MLP
+from .base import FeedbackRule, times_derivative
 
 Scale = Union[float, Callable[[tuple], float]]
 
@@ -58,53 +50,7 @@ def nokland_scale(shape: tuple) -> float:
     return 1.0 / math.sqrt(shape[1])
 
 
-def times_derivative(model: MLP, cache: ForwardCache, l: int, p: torch.Tensor) -> torch.Tensor:
-    """``p * f'(a_l)`` for hidden layer ``l``: the last step of every rule's signal.
-
-    For tanh with a consistent cache this is one fused kernel, ``p * (1 - h_l**2)``, the one
-    autograd uses for tanh (3x fewer passes over the (N, n_l) tensor than the three-op form).
-    """
-    if cache.consistent and model.activation.name == "tanh":
-        return torch.ops.aten.tanh_backward(p, cache.inputs[l])
-    return p * model.hidden_derivative(cache, l)
-
-
-class FeedbackRule(nn.Module):
-    """Base class: a rule maps (model, forward cache, output error) to one signal per layer."""
-
-    name = "rule"
-
-    def signals(self, model: MLP, cache: ForwardCache, e: torch.Tensor) -> list:
-        """``[delta_1, ..., delta_L]``, ``None`` where a layer gets no teaching signal."""
-        raise NotImplementedError
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-class BP(FeedbackRule):
-    """Backpropagation: the error travels back through the transposed forward weights."""
-
-    name = "BP"
-
-    def signals(self, model, cache, e):
-        deltas = [e]
-        for l in range(model.n_hidden, 0, -1):  # hidden layers L-1 ... 1
-            back = deltas[0] @ model.layers[l].weight
-            deltas.insert(0, times_derivative(model, cache, l, back))
-        return deltas
-
-
-class Shallow(FeedbackRule):
-    """Shallow learning: only the output layer learns (Lillicrap et al.'s baseline)."""
-
-    name = "shallow"
-
-    def signals(self, model, cache, e):
-        return [None] * model.n_hidden + [e]
-
-
-class _RandomFeedback(FeedbackRule):
+class RandomFeedback(FeedbackRule):
     """Shared machinery of FA and DFA: fixed random matrices kept as module buffers."""
 
     def __init__(self, model: MLP, dist: str, scale: Scale, generator: torch.Generator | None):
@@ -152,7 +98,7 @@ class _RandomFeedback(FeedbackRule):
             raise ValueError(f"{self.name} was built for sizes {self.sizes}, but the model has sizes {model.sizes}")
 
 
-class FA(_RandomFeedback):
+class FA(RandomFeedback):
     """Feedback alignment (Lillicrap et al. 2016): a fixed random B_l replaces W_{l+1}^T.
 
     ``feedback[l-1]`` has the shape of ``W_{l+1}^T``: (n_l, n_{l+1}).  Setting each to the
@@ -186,7 +132,7 @@ class FA(_RandomFeedback):
         return deltas
 
 
-class DFA(_RandomFeedback):
+class DFA(RandomFeedback):
     """Direct feedback alignment (Nøkland 2016): the output error goes straight to every layer.
 
     All hidden layers' matrices are rows of ONE buffer ``B`` of shape (n_1 + ... + n_{L-1}, n_out);
@@ -217,63 +163,3 @@ class DFA(_RandomFeedback):
         projected = torch.split(e @ self.B.T, self.sizes[1:-1], dim=1)  # the one matmul
         hidden = [times_derivative(model, cache, l, p) for l, p in enumerate(projected, start=1)]
         return hidden + [e]
-
-
-RULES = {"bp": BP, "fa": FA, "dfa": DFA, "shallow": Shallow}
-
-
-def make_rule(name: str, model: MLP, **kwargs) -> FeedbackRule:
-    """Build a rule by name: ``"bp"``, ``"fa"``, ``"dfa"`` or ``"shallow"``."""
-    key = name.lower()
-    if key not in RULES:
-        raise ValueError(f"unknown rule {name!r}; choose one of {sorted(RULES)}")
-    cls = RULES[key]
-    return cls(model, **kwargs) if issubclass(cls, _RandomFeedback) else cls()
-
-
-def write_grads(model: MLP, cache: ForwardCache, deltas: list, scale: float = 1.0, frozen=()) -> None:
-    """Set ``.grad`` of every layer: ``dW_l = scale * delta_l^T h_{l-1}``, ``db_l = scale * sum delta_l``.
-
-    Layers with no signal, or listed in ``frozen`` (1-based layer indices), get ``grad = None``
-    so optimizers leave them untouched.
-    """
-    for l, (layer, delta, h_in) in enumerate(zip(model.layers, deltas, cache.inputs), start=1):
-        if delta is None or l in frozen:
-            layer.weight.grad = None
-            if layer.bias is not None:
-                layer.bias.grad = None
-            continue
-        rest = scale  # the factor still to apply after the matmul
-        if scale != 1.0 and delta.shape[0] <= h_in.shape[1]:
-            delta, rest = delta * scale, 1.0  # cheaper to scale the (N, n_l) signal than the (n_l, n_{l-1}) gradient
-        grad = delta.T @ h_in
-        layer.weight.grad = grad.mul_(rest) if rest != 1.0 else grad
-        if layer.bias is not None:
-            layer.bias.grad = delta.sum(0).mul_(rest) if rest != 1.0 else delta.sum(0)
-
-
-@torch.no_grad()
-def sgd_update(model: MLP, cache: ForwardCache, deltas: list, lrs: Sequence, scale: float = 1.0, frozen=()) -> None:
-    """Plain SGD straight into the weights: ``W_l -= lr * scale * delta_l^T h_{l-1}``.
-
-    The same step as :func:`write_grads` followed by ``torch.optim.SGD.step()`` (no momentum,
-    no weight decay), but the gradient is never materialised: one fused ``addmm_`` per layer
-    reads and writes each weight matrix once, instead of allocating ``.grad``, filling it and
-    passing over both again in the optimizer.  ``lrs`` holds one ``(weight lr, bias lr)``
-    pair per layer; a pair of ``None`` leaves that layer alone.  Used by :func:`dfa_lib.train`
-    whenever the optimizer is plain SGD (chapter 3 explains the loop).
-    """
-    for l, (layer, delta, h_in, (lr_w, lr_b)) in enumerate(zip(model.layers, deltas, cache.inputs, lrs), start=1):
-        if delta is None or l in frozen:
-            continue
-        if lr_w:
-            layer.weight.addmm_(delta.T, h_in, alpha=-lr_w * scale)
-        if layer.bias is not None and lr_b:
-            layer.bias.add_(delta.sum(0), alpha=-lr_b * scale)
-
-
-def compute_grads(model: MLP, rule: FeedbackRule, cache: ForwardCache, e: torch.Tensor, scale: float = 1.0, frozen=()):
-    """Run ``rule`` on a cache and write the gradients; returns the signals for inspection."""
-    deltas = rule.signals(model, cache, e)
-    write_grads(model, cache, deltas, scale, frozen)
-    return deltas

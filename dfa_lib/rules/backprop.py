@@ -1,0 +1,33 @@
+"""Backpropagation and shallow learning: the two rules without feedback matrices.
+
+Introduced in chapter 1 (``book/01_linear_fa.ipynb``): BP is the reference every other
+rule is measured against, shallow learning the baseline that trains the output layer only.
+"""
+from __future__ import annotations
+
+from .base import FeedbackRule, times_derivative
+
+
+class BP(FeedbackRule):
+    """Backpropagation: the error travels back through the transposed forward weights.
+
+    ``delta_L = e``, ``delta_l = (delta_{l+1} @ W_{l+1}) * f'(a_l)``.
+    """
+
+    name = "BP"
+
+    def signals(self, model, cache, e):
+        deltas = [e]
+        for l in range(model.n_hidden, 0, -1):  # hidden layers L-1 ... 1
+            back = deltas[0] @ model.layers[l].weight
+            deltas.insert(0, times_derivative(model, cache, l, back))
+        return deltas
+
+
+class Shallow(FeedbackRule):
+    """Shallow learning: only the output layer learns (Lillicrap et al.'s baseline)."""
+
+    name = "shallow"
+
+    def signals(self, model, cache, e):
+        return [None] * model.n_hidden + [e]
