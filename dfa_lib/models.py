@@ -48,10 +48,11 @@ OUTPUT_FUNCTIONS = {
 }
 
 
-def _activation(name: str) -> Activation:
+def get_activation(name: str) -> Activation:
+    """The activation record for a name (``"linear"`` and ``"none"`` mean ``"identity"``)."""
     key = {"linear": "identity", "none": "identity"}.get(name, name)
     if key not in ACTIVATIONS:
-        raise ValueError(f"unknown hidden activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[key]
 
 
@@ -132,7 +133,7 @@ class MLP(nn.Module):
         if output not in OUTPUT_FUNCTIONS:
             raise ValueError(f"unknown output function {output!r}; choose one of {sorted(OUTPUT_FUNCTIONS)}")
         self.sizes = sizes
-        self.activation = _activation(hidden)
+        self.activation = get_activation(hidden)
         self.output_name = output
         self.output_fn = OUTPUT_FUNCTIONS[output]
         self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for i, o in zip(sizes[:-1], sizes[1:]))
