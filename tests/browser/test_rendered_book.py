@@ -27,7 +27,7 @@ SHOTS = Path(os.environ.get("DFA_BOOK_SCREENSHOTS", ROOT / "_build" / "screensho
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # The one resource a page may ask for outside the build: the "Open in Colab" badge image.
 ALLOWED_EXTERNAL = ("https://colab.research.google.com/assets/colab-badge.svg",)
-MATHJAX_WAIT_MS = 15_000
+MATHJAX_WAIT_MS = 30_000  # typesetting a chapter takes seconds on a busy 2-core machine
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
