@@ -8,9 +8,14 @@ The step is the data flow of the book for one mini-batch::
     deltas = rule.signals(model, cache, e)      one teaching signal per layer (dfa_lib.rules)
     update(model, cache, deltas, scale)         dW_l = delta_l^T h_{l-1} (dfa_lib.update)
 
+That is :class:`Step`, the MLP fast path.  Any other model (or a rule without a fast path)
+takes :class:`AutogradStep`: ``model(x)``, the loss, ``loss.backward()`` with the rule's hooks
+deciding every hidden gradient (:mod:`dfa_lib.rules.graph`), ``optimizer.step()``.
+
 Loss and error sums stay on the device (:class:`EpochSums`), so a step never waits for the
 GPU; the loop reads them, and the divergence flag, every few hundred steps.  The loop over
-batches and epochs is :func:`dfa_lib.train.train`.  Chapter 3 walks through one step.
+batches and epochs is :func:`dfa_lib.train.train`.  Chapter 3 walks through one step,
+chapter 10 through the autograd step.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .losses import output_error, per_example_loss
+from .losses import output_error, per_example_loss, per_example_loss_of_scores, predictions_of_scores
 from .metrics import error_sum
 from .models import MLP
 from .rules import FeedbackRule
@@ -38,7 +43,11 @@ class EpochSums:
         self.nonfinite = torch.zeros((), device=device, dtype=torch.bool)
 
     def add(self, loss: str, out: torch.Tensor, batch: Targets) -> None:
-        self.loss += per_example_loss(loss, out, batch.values).sum()
+        self.add_losses(per_example_loss(loss, out, batch.values), out, batch)
+
+    def add_losses(self, losses: torch.Tensor, out: torch.Tensor, batch: Targets) -> None:
+        """Add a batch's per-example ``losses`` and the errors of its outputs ``out``."""
+        self.loss += losses.sum()
         self.errors += error_sum(out, batch)
         self.nonfinite |= ~torch.isfinite(out.sum())  # NaN or inf anywhere in the outputs
 
@@ -77,3 +86,44 @@ class Step:
         if self.on_step is not None:
             self.on_step(*callback_args, model, cache, e, signals)
         self.update(model, cache, signals, 1.0 / len(e) if self.mean else 1.0)
+
+
+class AutogradStep:
+    """One training step of any model through autograd: the rule acts through its hooks.
+
+    ``model(x)`` returns scores (logits) unless it is an :class:`~dfa_lib.models.MLP`, whose output
+    function is part of the model; the loss, ``loss.backward()`` and ``optimizer.step()`` are
+    what a plain PyTorch loop does, plus ``rule.observe_target`` for DRTP.
+
+    Args:
+        frozen: parameters that must not change (their gradients are dropped before the step).
+        on_step: ``on_step(history, epoch, step, model, None, None, None)`` after the backward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, rule: FeedbackRule, loss: str, optimizer: torch.optim.Optimizer,
+                 reduction: str = "mean", frozen=(), on_step: Callable | None = None):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.model, self.rule, self.loss, self.optimizer = model, rule, loss, optimizer
+        self.mean, self.frozen, self.on_step = reduction == "mean", list(frozen), on_step
+        self.scores = not isinstance(model, MLP)
+
+    def losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.scores:
+            return per_example_loss_of_scores(self.loss, out, y)
+        return per_example_loss(self.loss, out, y)
+
+    def __call__(self, x: torch.Tensor, batch: Targets, sums: EpochSums, callback_args: tuple = ()) -> None:
+        scale = 1.0 / len(x) if self.mean else 1.0
+        self.rule.observe_target(batch.values, scale)
+        out = self.model(x)
+        losses = self.losses(out, batch.values)
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses.sum() * scale).backward()
+        for p in self.frozen:
+            p.grad = None
+        if self.on_step is not None:
+            self.on_step(*callback_args, self.model, None, None, None)
+        self.optimizer.step()
+        out = out.detach()
+        sums.add_losses(losses.detach(), predictions_of_scores(self.loss, out) if self.scores else out, batch)

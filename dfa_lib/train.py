@@ -1,7 +1,9 @@
 """The training loop: batches, epochs, evaluation, history and callbacks.
 
 Everything a single mini-batch goes through (forward, error, signals, update) is
-:class:`dfa_lib.step.Step`; this module only prepares the run and loops.  The options cover
+:class:`dfa_lib.step.Step` for an :class:`~dfa_lib.models.MLP` on a rule's fast path and
+:class:`dfa_lib.step.AutogradStep` for any other ``nn.Module`` of ``nn.Linear``/``nn.Conv2d``
+layers (chapters 10, 11); this module only prepares the run and loops.  The options cover
 what the seeds did with separate copies of the loop: seed 001's averaged loops
 (:mod:`dfa_lib.averaging`), frozen layers (seed 003), early stopping on a tolerance (seed 001).
 
@@ -20,26 +22,38 @@ import torch
 from .averaging import make_averaging
 from .data import Data
 from .history import History
-from .losses import check_loss, per_example_loss
+from .losses import check_loss, per_example_loss, per_example_loss_of_scores, predictions_of_scores
 from .metrics import error_rate
 from .models import MLP
-from .rules import FeedbackRule
-from .step import EpochSums, Step, TrainingDivergedError
+from .rules import BP, FeedbackRule, learning_layers
+from .step import AutogradStep, EpochSums, Step, TrainingDivergedError
 from .targets import Targets, prepare_targets
-from .update import make_updater
+from .update import check_lr, make_updater
 
 DIVERGENCE_CHECK_STEPS = 200  # read the on-device divergence flag this often (and at every epoch's end)
 
 
 @torch.no_grad()
-def evaluate(model: MLP, x: torch.Tensor, targets: Targets, loss: str, batch_size: int = 10000) -> tuple:
-    """Mean loss and error of ``model`` on a whole set, in chunks of ``batch_size``."""
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return per_example_loss(loss, out, targets.values).mean().item(), error_rate(out, targets)
+def evaluate(model: torch.nn.Module, x: torch.Tensor, targets: Targets, loss: str, batch_size: int = 10000) -> tuple:
+    """Mean loss and error of ``model`` on a whole set, in chunks of ``batch_size``, in eval mode.
+
+    An :class:`~dfa_lib.models.MLP` returns its output function's values; any other model scores
+    (logits), which the loss turns into probabilities itself (:mod:`dfa_lib.losses`).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+    if isinstance(model, MLP):
+        return per_example_loss(loss, out, targets.values).mean().item(), error_rate(out, targets)
+    return (per_example_loss_of_scores(loss, out, targets.values).mean().item(),
+            error_rate(predictions_of_scores(loss, out), targets))
 
 
 def train(
-    model: MLP,
+    model: torch.nn.Module,
     rule: FeedbackRule,
     data: Data,
     *,
@@ -62,6 +76,10 @@ def train(
 ) -> History:
     """Train ``model`` with ``rule`` on ``data`` and return its :class:`History`.
 
+    ``model`` is a :class:`~dfa_lib.models.MLP` or any ``nn.Module`` made of ``nn.Linear`` and
+    ``nn.Conv2d`` layers (with activations, pooling, flatten, dropout, batch norm between them)
+    that returns scores (logits); see :mod:`dfa_lib.rules.graph`.
+
     Args:
         epochs: passes over the training set.
         batch_size: examples per step; ``None`` for the full set (seed 002's full batch).
@@ -74,12 +92,13 @@ def train(
             (seed 001 sums).
         averaging: ``"none"``; ``"batch"`` replaces each batch by its mean before the error is formed
             (seed 001's "master error"); ``"class"`` by its per-class means (one row per class present).
-        frozen: 1-based indices of layers that must not change (seed 003 freezes layer 1).
+        frozen: 1-based indices of (learning) layers that must not change (seed 003 freezes layer 1).
         tol: stop early when the training error changes by at most ``tol`` between epochs.
         generator: random stream for shuffling (default: a fresh one from torch's global RNG).
         kind: force the target kind (``"regression"``, ...); inferred when None.
         on_step: ``on_step(history, epoch, step, model, cache, e, signals)`` after every step's
-            signals, before the weights change (e.g. to record alignment, chapter 1).
+            signals, before the weights change (e.g. to record alignment, chapter 1); on the
+            autograd path ``cache``, ``e`` and ``signals`` are None.
         on_epoch: ``on_epoch(history, epoch, model)`` after every epoch's evaluation.
         progress: show a tqdm progress bar over epochs.
 
@@ -87,20 +106,34 @@ def train(
         TrainingDivergedError: outputs or weights became NaN or infinite (names the epoch and steps).
     """
     check_loss(loss)
-    bad = [l for l in frozen if not 1 <= l <= len(model.layers)]
+    layers = model.layers if isinstance(model, MLP) else learning_layers(model)
+    bad = [l for l in frozen if not 1 <= l <= len(layers)]
     if bad:
-        raise ValueError(f"frozen layers must be 1-based indices in 1..{len(model.layers)}; got {bad}")
+        raise ValueError(f"frozen layers must be 1-based indices in 1..{len(layers)}; got {bad}")
     if not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     rule.to(device=device, dtype=dtype)
     x_train, x_test = data.x_train.to(device, dtype), data.x_test.to(device, dtype)
-    model._check_input(x_train)
-    t_train = prepare_targets(data.y_train.to(device), model.sizes[-1], loss, len(x_train), dtype, kind)
-    t_test = prepare_targets(data.y_test.to(device), model.sizes[-1], loss, len(x_test), dtype, t_train.kind)
-    step = Step(model, rule, loss, make_updater(model, optimizer, lr, frozen), make_averaging(averaging, t_train),
-                reduction, on_step)
+    n_out = _output_width(model, x_train)
+    t_train = prepare_targets(data.y_train.to(device), n_out, loss, len(x_train), dtype, kind)
+    t_test = prepare_targets(data.y_test.to(device), n_out, loss, len(x_test), dtype, t_train.kind)
+    if rule.uses_fast_path(model):
+        step = Step(model, rule, loss, make_updater(model, optimizer, lr, frozen),
+                    make_averaging(averaging, t_train), reduction, on_step)
+    else:
+        if averaging != "none":
+            raise ValueError(f"averaging={averaging!r} needs an MLP and a rule with a fast path (BP, FA, DFA, shallow)")
+        if rule.graph is None and not isinstance(rule, BP):
+            rule.attach(model)
+        if rule.graph is not None and rule.graph.layers != list(layers):
+            raise ValueError(f"{rule.name} is attached to another model: build the rule for the model you train")
+        if optimizer is None:
+            check_lr(lr)
+            optimizer = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=lr)
+        frozen_params = [p for l in frozen for p in layers[l - 1].parameters()]
+        step = AutogradStep(model, rule, loss, optimizer, reduction, frozen_params, on_step)
     n = len(x_train)
     bs = n if batch_size is None else min(int(batch_size), n)
     if bs < 1:
@@ -120,13 +153,13 @@ def train(
     # flushing them to zero changes no result that matters and keeps epochs fast.
     with _flush_denormal():
         start = time.perf_counter()
-        model.eval()
         if eval_initial:
             history.log(0, evaluate(model, x_train, t_train, loss), evaluate(model, x_test, t_test, loss))
         epochs_bar = _progress_bar(range(1, epochs + 1), history.rule, progress)
         for ep in epochs_bar:
             order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
             sums, checked = EpochSums(device), 0
+            model.train()
             for k, i in enumerate(range(0, n, bs), start=1):
                 idx = order[i : i + bs]
                 # index_select: the same rows as x[idx], ~3x faster for a row gather on CPU
@@ -148,6 +181,25 @@ def train(
                     break
         history.seconds = time.perf_counter() - start
     return history
+
+
+def _output_width(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """The number of outputs, from the MLP's sizes or one forward pass of two rows (with a clear error)."""
+    if isinstance(model, MLP):
+        model._check_input(x)
+        return model.sizes[-1]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2])
+    except RuntimeError as err:
+        raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (one example): {err}") from err
+    finally:
+        model.train(was_training)
+    if out.dim() != 2:
+        raise ValueError(f"the model must return scores of shape (batch, n_outputs); it returned shape {tuple(out.shape)}")
+    return out.shape[1]
 
 
 def _progress_bar(epochs: range, name: str, show: bool):

@@ -117,12 +117,17 @@ class OptimizerStep:
         self.optimizer.step()
 
 
+def check_lr(lr) -> None:
+    """A learning rate must be a finite number >= 0."""
+    if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+
+
 def make_updater(model: MLP, optimizer: torch.optim.Optimizer | None = None, lr: float = 0.01, frozen=()):
     """The update path of a run: :class:`FusedSGD` for plain SGD (also plain SGD with ``lr``
     when no optimizer is given), :class:`OptimizerStep` for anything else."""
     if optimizer is None:
-        if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        check_lr(lr)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     if FusedSGD.accepts(optimizer):
         return FusedSGD(model, optimizer, frozen)

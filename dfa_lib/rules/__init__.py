@@ -18,25 +18,36 @@ One module per family:
 
 - :mod:`.base`             the :class:`FeedbackRule` interface and the ``f'`` step every rule shares;
 - :mod:`.backprop`         BP and shallow learning (no feedback matrices);
-- :mod:`.random_feedback`  FA and DFA (fixed random matrices, kept as module buffers).
+- :mod:`.random_feedback`  FA and DFA (fixed random matrices, kept as module buffers);
+- :mod:`.sign_symmetry`    uSF, frSF, brSF (the signs of W, with uniform or random magnitudes);
+- :mod:`.kolen_pollack`    Kolen-Pollack (feedback weights that learn W's update);
+- :mod:`.drtp`             DRTP (the target, not the error, projected to every hidden block);
+- :mod:`.graph`            the autograd path that applies any of them to any model of
+                           ``nn.Linear``/``nn.Conv2d`` layers (chapters 10 and 11).
 
 Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
 """
 from .backprop import BP, Shallow
 from .base import FeedbackRule, times_derivative
-from .random_feedback import DFA, FA, RandomFeedback, init_feedback, nokland_scale
+from .drtp import DRTP
+from .graph import learning_layers
+from .kolen_pollack import KolenPollack
+from .random_feedback import DFA, FA, RandomFeedback, fan_in_scale, init_feedback, nokland_scale
+from .sign_symmetry import BRSF, FRSF, USF, SignSymmetry
 
-RULES = {"bp": BP, "fa": FA, "dfa": DFA, "shallow": Shallow}
+RULES = {"bp": BP, "fa": FA, "dfa": DFA, "shallow": Shallow, "usf": USF, "frsf": FRSF, "brsf": BRSF,
+         "kp": KolenPollack, "drtp": DRTP}
 
 
 def make_rule(name: str, model, **kwargs) -> FeedbackRule:
-    """Build a rule by name: ``"bp"``, ``"fa"``, ``"dfa"`` or ``"shallow"``."""
+    """Build a rule for ``model`` by name: one of ``RULES`` (case does not matter)."""
     key = name.lower()
     if key not in RULES:
         raise ValueError(f"unknown rule {name!r}; choose one of {sorted(RULES)}")
     cls = RULES[key]
-    return cls(model, **kwargs) if issubclass(cls, RandomFeedback) else cls()
+    return cls(model, **kwargs)
 
 
-__all__ = ["BP", "Shallow", "FA", "DFA", "FeedbackRule", "RandomFeedback", "RULES", "make_rule",
-           "init_feedback", "nokland_scale", "times_derivative"]
+__all__ = ["BP", "Shallow", "FA", "DFA", "USF", "FRSF", "BRSF", "SignSymmetry", "KolenPollack", "DRTP",
+           "FeedbackRule", "RandomFeedback", "RULES", "make_rule", "learning_layers",
+           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative"]
