@@ -1,0 +1,131 @@
+"""How fast are the rules on any model: dfa_lib's autograd path next to plain PyTorch BP.
+
+One epoch of full MNIST (batch 64, Adam 1e-3, cross-entropy on logits, preloaded tensors) for
+two ordinary ``nn.Sequential`` models:
+
+  * ``mlp``    784-400-400-400-10 with tanh (chapter 5's widths, as nn.Linear layers);
+  * ``lenet``  LeNet-5 with tanh: conv(1->6, 5x5, pad 2)-pool-conv(6->16, 5x5)-pool-120-84-10
+               (chapter 11's network).
+
+Methods, each the same plain PyTorch loop (``zero_grad; loss.backward(); step``):
+
+  * ``torch BP``   no rule at all: autograd;
+  * ``DFA``, ``FA``, ``uSF``  the rule built on the model first (its hooks decide the hidden
+                   gradients; :mod:`dfa_lib.rules.graph`), nothing else changed;
+  * ``train DFA``  the same DFA epoch through ``dfa_lib.train`` (adds its bookkeeping: loss and
+                   error sums, divergence checks, one test-set evaluation).
+
+Rounds are interleaved (every method once per round) and the median is reported, so a
+neighbour process that slows the machine hurts all methods alike.  Issue 9's targets:
+DFA <= 0.9 x torch BP on both models.
+
+    python benchmarks/any_model_speed.py                 # 3 rounds, torch's default threads
+    python benchmarks/any_model_speed.py --models lenet --repeats 5 --threads 1
+
+This is a benchmark, not a test: nothing fails when a target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dfa_lib import DFA, FA, USF, load_mnist, train
+
+BATCH = 64
+TARGET = 0.9  # DFA / torch BP, both models
+
+
+def make_model(kind: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.Tanh(), nn.Linear(400, 400), nn.Tanh(),
+                             nn.Linear(400, 400), nn.Tanh(), nn.Linear(400, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.Tanh(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
+
+
+def attach(method: str, model: nn.Module, x: torch.Tensor):
+    if method in ("DFA", "train DFA"):
+        return DFA(model, dist="uniform", scale=0.05, example_input=x[:1])
+    if method == "FA":
+        return FA(model)
+    if method == "uSF":
+        return USF(model)
+    return None
+
+
+def own_loop_epoch(kind: str, method: str, x, y, seed: int) -> float:
+    model = make_model(kind, seed)
+    attach(method, model, x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
+    for i in range(0, len(x), BATCH):
+        idx = order[i : i + BATCH]
+        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    loss.item()
+    return time.perf_counter() - start
+
+
+def train_epoch(kind: str, data, seed: int) -> float:
+    model = make_model(kind, seed)
+    rule = attach("train DFA", model, data.x_train)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    train(model, rule, data, epochs=1, batch_size=BATCH, optimizer=opt, loss="ce", eval_initial=False,
+          generator=torch.Generator().manual_seed(seed), progress=False)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--models", nargs="+", default=["mlp", "lenet"], choices=["mlp", "lenet"])
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_mnist()
+    mean, std = data.x_train.mean(), data.x_train.std()
+    data.x_train, data.x_test = (data.x_train - mean) / std, (data.x_test - mean) / std
+    images = data.x_train.reshape(-1, 1, 28, 28)
+    methods = ["torch BP", "DFA", "FA", "uSF", "train DFA"]
+    results = {}
+    for kind in args.models:
+        x = images if kind == "lenet" else data.x_train
+        kind_data = data if kind == "mlp" else type(data)(images, data.y_train, data.x_test.reshape(-1, 1, 28, 28),
+                                                           data.y_test)
+        own_loop_epoch(kind, "DFA", x[:3200], data.y_train[:3200], 0)  # warm-up
+        runs = {m: [] for m in methods}
+        for r in range(args.repeats):
+            for m in methods:
+                seconds = train_epoch(kind, kind_data, r) if m == "train DFA" else \
+                    own_loop_epoch(kind, m, x, data.y_train, r)
+                runs[m].append(seconds)
+            print(f"{kind} round {r + 1}/{args.repeats}: " + ", ".join(f"{m} {v[-1]:.2f}s" for m, v in runs.items()),
+                  flush=True)
+        med = {m: statistics.median(v) for m, v in runs.items()}
+        results[kind] = med
+        print(f"\n{kind}, batch {BATCH}, Adam, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
+              f"median of {args.repeats}")
+        print(f"{'method':<12}{'s/epoch':>9}{'x torch BP':>12}")
+        for m, v in med.items():
+            verdict = f"  (target <= {TARGET}: {'met' if v / med['torch BP'] <= TARGET else 'MISSED'})" if m == "DFA" else ""
+            print(f"{m:<12}{v:>9.2f}{v / med['torch BP']:>12.2f}{verdict}")
+        print()
+    return results
+
+
+if __name__ == "__main__":
+    main()
