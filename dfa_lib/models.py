@@ -32,18 +32,45 @@ class Activation:
     from_pre: Callable[[torch.Tensor], torch.Tensor]
 
 
+# Module-level functions, not lambdas, so that models pickle (torch.save(model), multiprocessing).
+def _identity(a: torch.Tensor) -> torch.Tensor:
+    return a
+
+
+def _tanh_from_output(h: torch.Tensor) -> torch.Tensor:
+    return 1 - h * h
+
+
+def _tanh_from_pre(a: torch.Tensor) -> torch.Tensor:
+    return 1 - torch.tanh(a) ** 2
+
+
+def _sigmoid_from_output(h: torch.Tensor) -> torch.Tensor:
+    return h * (1 - h)
+
+
+def _sigmoid_from_pre(a: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(a) * (1 - torch.sigmoid(a))
+
+
+def _relu_derivative(t: torch.Tensor) -> torch.Tensor:
+    return (t > 0).to(t.dtype)
+
+
+def _softmax(a: torch.Tensor) -> torch.Tensor:
+    return F.softmax(a, dim=-1)
+
+
 ACTIVATIONS = {
-    "tanh": Activation("tanh", torch.tanh, lambda h: 1 - h * h, lambda a: 1 - torch.tanh(a) ** 2),
-    "sigmoid": Activation(
-        "sigmoid", torch.sigmoid, lambda h: h * (1 - h), lambda a: torch.sigmoid(a) * (1 - torch.sigmoid(a))
-    ),
-    "relu": Activation("relu", torch.relu, lambda h: (h > 0).to(h.dtype), lambda a: (a > 0).to(a.dtype)),
-    "identity": Activation("identity", lambda a: a, torch.ones_like, torch.ones_like),
+    "tanh": Activation("tanh", torch.tanh, _tanh_from_output, _tanh_from_pre),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_from_output, _sigmoid_from_pre),
+    "relu": Activation("relu", torch.relu, _relu_derivative, _relu_derivative),
+    "identity": Activation("identity", _identity, torch.ones_like, torch.ones_like),
 }
 OUTPUT_FUNCTIONS = {
     "sigmoid": torch.sigmoid,
-    "identity": lambda a: a,
-    "softmax": lambda a: F.softmax(a, dim=-1),
+    "identity": _identity,
+    "softmax": _softmax,
     "tanh": torch.tanh,
 }
 

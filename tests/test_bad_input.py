@@ -1,0 +1,97 @@
+"""What a new user trips over ends in a clear error, or in the right result (issue 10).
+
+One test (or one parametrised group) per item of the issue, numbered like it.  Each bad
+input must raise an exception of a stated type whose message names the problem; a
+legitimate input (integer labels of any dtype, numpy arrays, numpy integers) must train
+exactly as the canonical form does.
+"""
+import gzip
+import io
+import multiprocessing
+import os
+import pickle
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dfa_lib import (
+    BP, DFA, FA, MLP, Data, Shallow, TrainingDivergedError, alignment_angles, linear_teacher, load_mnist,
+    seed_everything, train,
+)
+
+MNIST_DIR = os.environ.get("DFA_MNIST_DIR")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny tensors: one thread is faster and leaves the shared machine's other core alone."""
+
+
+def small(n=64, d=6, c=3, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 * n, d, generator=g) * scale
+    y = (x[:, :c] * torch.arange(1, c + 1)).argmax(1)
+    return Data(x[:n], y[:n], x[n:], y[n:])
+
+
+def fit(data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="sigmoid", **kw):
+    seed_everything(seed)
+    model = MLP(list(sizes), output=output)
+    r = {"bp": BP, "dfa": DFA, "fa": FA}[rule]
+    rule_ = r() if r is BP else r(model)
+    kw.setdefault("batch_size", 16)
+    hist = train(model, rule_, data, epochs=epochs, progress=False, generator=torch.Generator().manual_seed(0), **kw)
+    return model, hist
+
+
+# --------------------------------------------------------------------------- 13. pickling
+@pytest.mark.parametrize("hidden", ["tanh", "sigmoid", "relu", "identity"])
+@pytest.mark.parametrize("output", ["sigmoid", "identity", "softmax", "tanh"])
+def test_13_every_mlp_pickles(hidden, output):
+    model = MLP([6, 5, 3], hidden=hidden, output=output)
+    x = torch.randn(4, 6)
+    copy = pickle.loads(pickle.dumps(model))
+    assert torch.equal(copy(x), model(x)) and copy.activation.name == model.activation.name
+
+
+@pytest.mark.parametrize("make_rule", [BP, Shallow, DFA, FA], ids=["BP", "Shallow", "DFA", "FA"])
+def test_13_torch_save_round_trip_of_model_and_rule(make_rule, tmp_path):
+    seed_everything(0)
+    model = MLP([6, 8, 8, 3])
+    rule = make_rule(model) if make_rule in (DFA, FA) else make_rule()
+    torch.save({"model": model, "rule": rule}, tmp_path / "run.pt")
+    loaded = torch.load(tmp_path / "run.pt", weights_only=False)
+    data = small()
+    _, h1 = fit_with(model, rule, data)
+    _, h2 = fit_with(loaded["model"], loaded["rule"], data)
+    assert h1.train_loss == h2.train_loss
+    assert pickle.loads(pickle.dumps(rule)).name == rule.name
+
+
+def fit_with(model, rule, data):
+    h = train(model, rule, data, epochs=1, batch_size=16, lr=0.5, progress=False,
+              generator=torch.Generator().manual_seed(0))
+    return model, h
+
+
+def _train_in_worker(seed):
+    """Runs in a spawned process: builds, trains and returns a tiny network's state."""
+    torch.set_num_threads(1)
+    seed_everything(seed)
+    model = MLP([6, 8, 3])
+    train(model, DFA(model), small(), epochs=2, batch_size=16, lr=0.5, progress=False,
+          generator=torch.Generator().manual_seed(0))
+    return model
+
+
+def test_13_multiprocessing_worker_trains_one():
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        remote = pool.apply(_train_in_worker, (3,))  # the model itself comes back through pickle
+    local = _train_in_worker(3)
+    for a, b in zip(remote.state_dict().values(), local.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
