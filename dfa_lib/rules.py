@@ -26,6 +26,7 @@ from typing import Callable, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .checks import FeedbackChecks  # issue 10: checked B assignment, sizes in state_dict
 from .models import MLP, ForwardCache
 
 Scale = Union[float, Callable[[tuple], float]]
@@ -104,7 +105,7 @@ class Shallow(FeedbackRule):
         return [None] * model.n_hidden + [e]
 
 
-class _RandomFeedback(FeedbackRule):
+class _RandomFeedback(FeedbackChecks, FeedbackRule):  # issue 10: FeedbackChecks
     """Shared machinery of FA and DFA: fixed random matrices kept as module buffers."""
 
     def __init__(self, model: MLP, dist: str, scale: Scale, generator: torch.Generator | None):

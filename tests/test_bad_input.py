@@ -48,6 +48,50 @@ def fit(data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="sigmoid", **
     return model, hist
 
 
+# --------------------------------------------------------------------------- 4. state_dict into other sizes
+@pytest.mark.parametrize("cls", [DFA, FA])
+def test_4_feedback_state_dict_checks_the_sizes(cls):
+    seed_everything(0)
+    source = cls(MLP([784, 64, 32, 10]))
+    target = cls(MLP([784, 32, 64, 10]))
+    before = [b.clone() for b in target.buffers()]
+    with pytest.raises(RuntimeError, match=r"saved for a network of sizes \[784, 64, 32, 10\].*sizes \[784, 32, 64, 10\]"):
+        target.load_state_dict(source.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(before, target.buffers()))  # nothing half-loaded
+    same = cls(MLP([784, 64, 32, 10]))
+    same.load_state_dict(source.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(source.buffers(), same.buffers()))
+
+
+def test_4_feedback_state_dict_survives_torch_save_with_weights_only():
+    rule = DFA(MLP([6, 5, 4, 3]))
+    buf = io.BytesIO()
+    torch.save(rule.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    other = DFA(MLP([6, 4, 5, 3]))
+    with pytest.raises(RuntimeError, match="wrong layers"):
+        other.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- 11. setting B directly
+def test_11_assigning_feedback_checks_the_shape():
+    model = MLP([6, 5, 4, 3])
+    dfa, fa = DFA(model), FA(model)
+    with pytest.raises(ValueError, match=r"DFA.B .* must have shape \(9, 3\) .*got \(5, 5\).*set_feedback"):
+        dfa.B = torch.randn(5, 5)
+    with pytest.raises(ValueError, match=r"DFA.B .*got NoneType"):
+        dfa.B = None
+    with pytest.raises(ValueError, match=r"FA feedback matrix for hidden layer 2 must have shape \(4, 3\).*got \(3, 4\)"):
+        fa.B2 = torch.randn(3, 4)
+    assert dfa.B.shape == (9, 3) and fa.B2.shape == (4, 3)
+    new = torch.zeros(9, 3)
+    dfa.B = new  # the right shape is accepted as before
+    assert dfa.B is new
+    fa.B1 = torch.ones(5, 4)
+    assert torch.equal(fa.feedback[0], torch.ones(5, 4))
+
+
 # --------------------------------------------------------------------------- 13. pickling
 @pytest.mark.parametrize("hidden", ["tanh", "sigmoid", "relu", "identity"])
 @pytest.mark.parametrize("output", ["sigmoid", "identity", "softmax", "tanh"])

@@ -1,0 +1,74 @@
+"""One-time checks of feedback matrices.
+
+Everything here runs once, when a matrix is set or loaded, never inside the training loop,
+so a valid run computes exactly what it did without them.  Each check ends a bad input with
+an error that names the problem and the fix, instead of an error from deep inside torch (or
+no error at all):
+
+- :class:`FeedbackChecks`: the feedback matrices of FA and DFA keep their shapes when set
+  as attributes, and a ``state_dict`` only loads into a rule of the sizes it was drawn for.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class FeedbackChecks:
+    """Mixin for rules whose feedback matrices are module buffers (FA's ``B1, B2, ...``, DFA's ``B``).
+
+    * Assigning a buffer directly (``rule.B = ...``) goes through the same shape check as
+      ``set_feedback``; reading ``rule.B`` is untouched (no cost in the training loop).
+    * ``state_dict()`` records the sizes the matrices were drawn for, and
+      ``load_state_dict()`` refuses a rule of other sizes before copying anything: DFA keeps
+      every hidden layer's matrix in one stacked buffer, so two networks whose hidden widths
+      add up to the same total would otherwise swap rows between layers silently.
+
+    Needs ``name``, ``sizes``, ``expected_shapes()`` and ``_shape_meaning(l)`` on the class.
+    """
+
+    def __setattr__(self, name, value):
+        buffers = self.__dict__.get("_buffers")
+        if buffers is not None and name in buffers:
+            self._check_feedback_assignment(name, value)
+        super().__setattr__(name, value)
+
+    def _check_feedback_assignment(self, name: str, value) -> None:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        if name == "B":  # DFA: every hidden layer's matrix, stacked row-wise
+            hidden, n_out = list(self.sizes[1:-1]), self.sizes[-1]
+            expected = (sum(hidden), n_out)
+            if shape != expected:
+                raise ValueError(
+                    f"{self.name}.B stacks the feedback matrices of all hidden layers row-wise and must have shape "
+                    f"{expected} = (sum of the hidden widths {hidden}, width of the output) for sizes {self.sizes}; "
+                    f"got {shape if shape is not None else type(value).__name__}. To set one matrix per hidden "
+                    f"layer, use rule.set_feedback([...]) with shapes {self.expected_shapes()}"
+                )
+            return
+        l = int(name[1:])  # FA: B1, B2, ...
+        expected = tuple(self.expected_shapes()[l - 1])
+        if shape != expected:
+            raise ValueError(
+                f"{self.name} feedback matrix for hidden layer {l} must have shape {expected} = "
+                f"{self._shape_meaning(l)}; got {shape if shape is not None else type(value).__name__}"
+            )
+
+    def get_extra_state(self) -> dict:
+        return {"rule": self.name, "sizes": list(self.sizes)}
+
+    def set_extra_state(self, state) -> None:
+        pass  # checked in _load_from_state_dict, before any matrix is copied
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        saved = state_dict.get(prefix + "_extra_state")
+        sizes = saved.get("sizes") if isinstance(saved, dict) else None
+        if sizes is not None and list(sizes) != list(self.sizes):
+            error_msgs.append(
+                f"{self.name} feedback{' (' + prefix[:-1] + ')' if prefix else ''} was saved for a network of sizes {list(sizes)}, but this rule "
+                f"belongs to sizes {self.sizes}: its matrices would land on the wrong layers. Build the model and "
+                f"the rule with sizes {list(sizes)} before loading this state_dict (nothing of the rule was loaded)"
+            )
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
