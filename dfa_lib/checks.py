@@ -1,16 +1,64 @@
-"""One-time checks of feedback matrices.
+"""One-time checks of what a user hands to :func:`dfa_lib.train`, and of feedback matrices.
 
-Everything here runs once, when a matrix is set or loaded, never inside the training loop,
-so a valid run computes exactly what it did without them.  Each check ends a bad input with
-an error that names the problem and the fix, instead of an error from deep inside torch (or
-no error at all):
+Everything here runs once per call, when the data are prepared or a matrix is set, never
+inside the training loop, so a valid run computes exactly what it did without them.  Each
+check ends a bad input with an error that names the problem and the fix, instead of an
+error from deep inside torch (or no error at all):
 
+- :func:`check_epochs`: any integral number of epochs (``numpy.int64`` included).
+- :func:`check_inputs`: empty train or test sets; NaN or infinite input rows.
 - :class:`FeedbackChecks`: the feedback matrices of FA and DFA keep their shapes when set
   as attributes, and a ``state_dict`` only loads into a rule of the sizes it was drawn for.
+
+Labels are checked and converted in :mod:`dfa_lib.targets`; output/loss pairs in
+:func:`dfa_lib.losses.check_loss`.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
+
+
+def check_epochs(epochs) -> int:
+    """``epochs`` as a Python int; any integral type (int, ``numpy.int64``, a 0-dim integer tensor)."""
+    try:
+        if isinstance(epochs, bool):
+            raise TypeError
+        value = operator.index(epochs)
+    except TypeError:
+        value = None
+    if value is None or value < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    return value
+
+
+def check_inputs(x_train: torch.Tensor, x_test: torch.Tensor) -> None:
+    """Refuse an empty train or test set, and inputs with NaN or infinite entries.
+
+    Called by :func:`dfa_lib.train` once, on the inputs already converted to the model's
+    dtype (so values that overflow it count as infinite).  The finite check is one
+    reduction per set; only when its sum is not finite are the bad rows counted.
+    """
+    for name, x, role in (("x_train", x_train, "training"), ("x_test", x_test, "test")):
+        if len(x) == 0:
+            hint = (
+                "train() needs at least one example to learn from"
+                if role == "training"
+                else "train() evaluates on the test set after every epoch; to evaluate on the training set "
+                "instead, pass Data(x, y, x, y)"
+            )
+            raise ValueError(f"the {role} set is empty ({name} has shape {tuple(x.shape)}); {hint}")
+        if x.is_floating_point() and not torch.isfinite(x.sum()):
+            bad = ~torch.isfinite(x).reshape(len(x), -1).all(1)
+            n_bad = int(bad.sum())
+            if n_bad:  # else the sum merely overflowed: every entry is finite
+                first = bad.nonzero()[:5, 0].tolist()
+                raise ValueError(
+                    f"{name} has {n_bad} of {len(x)} rows with NaN or infinite values (rows {first}"
+                    f"{', ...' if n_bad > 5 else ''}); drop or repair them before training, e.g. "
+                    f"keep = torch.isfinite({name}).all(1)"
+                )
 
 
 class FeedbackChecks:

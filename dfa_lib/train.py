@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .checks import check_epochs, check_inputs  # issue 10
 from .data import Data
 from .losses import check_loss, output_error, per_example_loss
 from .metrics import error_rate, wrong_count
@@ -130,6 +131,8 @@ def train(
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite (names epoch and step).
+        ValueError: a bad argument or input (each message names the problem); see the README's
+            "When something goes wrong".
     """
     check_loss(loss)
     if averaging not in AVERAGING:
@@ -139,14 +142,14 @@ def train(
     bad = [l for l in frozen if not 1 <= l <= len(model.layers)]
     if bad:
         raise ValueError(f"frozen layers must be 1-based indices in 1..{len(model.layers)}; got {bad}")
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    epochs = check_epochs(epochs)  # issue 10: any integral type
 
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     rule.to(device=device, dtype=dtype)
     x_train, x_test = data.x_train.to(device, dtype), data.x_test.to(device, dtype)
     model._check_input(x_train)
+    check_inputs(x_train, x_test)  # issue 10: empty sets, NaN/inf rows (once, not per step)
     n_out = model.sizes[-1]
     t_train = prepare_targets(data.y_train.to(device), n_out, loss, len(x_train), dtype, kind)
     t_test = prepare_targets(data.y_test.to(device), n_out, loss, len(x_test), dtype, t_train.kind)

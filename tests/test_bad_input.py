@@ -74,6 +74,41 @@ def test_4_feedback_state_dict_survives_torch_save_with_weights_only():
         other.load_state_dict(state)
 
 
+# --------------------------------------------------------------------------- 6. NaN / inf inputs
+@pytest.mark.parametrize("which", ["x_train", "x_test"])
+def test_6_nan_or_inf_inputs_name_the_set_and_the_rows(which):
+    data = small()
+    x = getattr(data, which).clone()
+    x[3, 0], x[10, 5], x[11, 2] = float("nan"), float("inf"), -float("inf")
+    bad = Data(**{**data.__dict__, which: x})
+    with pytest.raises(ValueError, match=rf"{which} has 3 of 64 rows with NaN or infinite values \(rows \[3, 10, 11\]"):
+        fit(bad)
+
+
+def test_6_values_that_overflow_the_model_dtype_count_as_infinite():
+    data = small()
+    x = data.x_train.double()
+    x[0, 0] = 1e300  # finite in float64, inf in the float32 model
+    with pytest.raises(ValueError, match="x_train has 1 of 64 rows"):
+        fit(Data(x, data.y_train, data.x_test, data.y_test))
+
+
+def test_6_large_finite_inputs_are_fine():
+    data = small()
+    x = data.x_train.clone()
+    x[:, 0] = 3e38  # the sum overflows, every entry is finite: no error
+    fit(Data(x, data.y_train, data.x_test, data.y_test), epochs=0)
+
+
+# --------------------------------------------------------------------------- 7. empty sets
+def test_7_empty_train_or_test_set():
+    data = small()
+    with pytest.raises(ValueError, match=r"the training set is empty \(x_train has shape \(0, 6\)\)"):
+        fit(data.subset(n_train=0))
+    with pytest.raises(ValueError, match=r"the test set is empty \(x_test has shape \(0, 6\)\)"):
+        fit(data.subset(n_test=0))
+
+
 # --------------------------------------------------------------------------- 11. setting B directly
 def test_11_assigning_feedback_checks_the_shape():
     model = MLP([6, 5, 4, 3])
@@ -90,6 +125,19 @@ def test_11_assigning_feedback_checks_the_shape():
     assert dfa.B is new
     fa.B1 = torch.ones(5, 4)
     assert torch.equal(fa.feedback[0], torch.ones(5, 4))
+
+
+# --------------------------------------------------------------------------- 12. numpy integers
+@pytest.mark.parametrize("epochs", [np.int64(2), np.int32(2), torch.tensor(2)])
+def test_12_any_integral_number_of_epochs(epochs):
+    _, h = fit(small(), epochs=epochs)
+    assert h.epoch == [0, 1, 2] and all(type(e) is int for e in h.epoch)
+
+
+@pytest.mark.parametrize("epochs", [2.0, -1, True, "2"])
+def test_12_non_integral_epochs_are_named(epochs):
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer"):
+        fit(small(), epochs=epochs)
 
 
 # --------------------------------------------------------------------------- 13. pickling
