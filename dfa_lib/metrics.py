@@ -81,9 +81,10 @@ def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.T
 
     ``y`` may be class indices, one-hot rows or real targets, as for training.
     """
-    from .losses import output_error
+    from .losses import check_loss, output_error
     from .targets import prepare_targets
 
+    check_loss(loss, model.output_name)
     t = prepare_targets(y, model.sizes[-1], loss, len(x), dtype=x.dtype)
     cache = model.forward_cached(x)
     e = output_error(loss, model.output_name, cache.pre[-1], cache.out, t.values)

@@ -134,7 +134,7 @@ def train(
         ValueError: a bad argument or input (each message names the problem); see the README's
             "When something goes wrong".
     """
-    check_loss(loss)
+    check_loss(loss, model.output_name)  # issue 10: refuse an output the loss cannot take
     if averaging not in AVERAGING:
         raise ValueError(f"averaging must be one of {AVERAGING}, got {averaging!r}")
     if reduction not in ("mean", "sum"):

@@ -48,6 +48,26 @@ def fit(data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="sigmoid", **
     return model, hist
 
 
+# --------------------------------------------------------------------------- 2. output the loss cannot take
+@pytest.mark.parametrize("output,loss", [("identity", "bce"), ("tanh", "bce"), ("identity", "ce"), ("sigmoid", "ce"),
+                                         ("tanh", "ce")])
+def test_2_incompatible_output_and_loss_are_refused(output, loss):
+    model = MLP([6, 8, 3], output=output)
+    with pytest.raises(ValueError, match=rf"loss='{loss}' needs .* output='{output}'") as err:
+        train(model, BP(), small(), epochs=1, loss=loss, progress=False)
+    assert "output='sigmoid' with loss='bce'" in str(err.value)  # names a working pair
+    data = small()
+    with pytest.raises(ValueError, match=rf"loss='{loss}' needs"):
+        alignment_angles(model, BP(), data.x_train, data.y_train, loss=loss)
+
+
+@pytest.mark.parametrize("output,loss", [("sigmoid", "bce"), ("softmax", "bce"), ("softmax", "ce"),
+                                         ("identity", "mse"), ("tanh", "mse"), ("sigmoid", "mse")])
+def test_2_compatible_pairs_train(output, loss):
+    _, h = fit(small(), output=output, loss=loss, lr=0.1, epochs=1)
+    assert len(h.test_error) == 2
+
+
 # --------------------------------------------------------------------------- 4. state_dict into other sizes
 @pytest.mark.parametrize("cls", [DFA, FA])
 def test_4_feedback_state_dict_checks_the_sizes(cls):
