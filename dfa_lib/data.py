@@ -35,6 +35,14 @@ class Data:
     x_test: torch.Tensor
     y_test: torch.Tensor
 
+    def __post_init__(self):
+        for f in fields(self):  # numpy arrays become tensors (a copy); tensors are kept as they are
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                setattr(self, f.name, torch.from_numpy(np.array(value, copy=True)))
+            elif not torch.is_tensor(value):
+                raise TypeError(f"Data.{f.name} must be a torch.Tensor or a numpy array, got {type(value).__name__}")
+
     def to(self, device) -> "Data":
         return Data(*(getattr(self, f.name).to(device) for f in fields(self)))
 

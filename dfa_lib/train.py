@@ -42,7 +42,9 @@ class History:
     """Per-epoch metrics of one run.  Entry 0 is the untrained network when ``eval_initial``.
 
     Errors are fractions (multiply by 100 for %); for regression they are normalised
-    squared errors.  ``records`` holds anything a callback adds (e.g. alignment angles).
+    squared errors.  ``target_kind`` says which the run used: ``"classification"``,
+    ``"binary"`` or ``"regression"`` (see :mod:`dfa_lib.targets`; force it with
+    ``train(..., kind=...)``).  ``records`` holds anything a callback adds (e.g. alignment angles).
     """
 
     rule: str
@@ -54,6 +56,7 @@ class History:
     records: dict = field(default_factory=dict)
     stopped_early: str | None = None
     seconds: float = 0.0
+    target_kind: str | None = None
 
     def record(self, key: str, value) -> None:
         """Append ``value`` to ``records[key]`` (used by callbacks)."""
@@ -123,7 +126,9 @@ def train(
         frozen: 1-based indices of layers that must not change (seed 003 freezes layer 1).
         tol: stop early when the training error changes by at most ``tol`` between epochs.
         generator: random stream for shuffling (default: a fresh one from torch's global RNG).
-        kind: force the target kind (``"regression"``, ...); inferred when None.
+        kind: force the target kind: ``"classification"``, ``"binary"`` or ``"regression"``; inferred
+            when None (``history.target_kind`` records it).  Float targets that look like class codes
+            but are read as regression under ``loss="mse"`` give a warning.
         on_step: ``on_step(history, epoch, step, model, cache, e, signals)`` after every step's
             signals, before the weights change (e.g. to record alignment, chapter 1).
         on_epoch: ``on_epoch(history, epoch, model)`` after every epoch's evaluation.
@@ -174,7 +179,7 @@ def train(
     if bs < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
-    history = History(rule=getattr(rule, "name", type(rule).__name__))
+    history = History(rule=getattr(rule, "name", type(rule).__name__), target_kind=t_train.kind)
     frozen = set(frozen)
 
     def log_epoch(ep: int, train_loss: float, train_err: float) -> None:

@@ -68,6 +68,58 @@ def test_2_compatible_pairs_train(output, loss):
     assert len(h.test_error) == 2
 
 
+# --------------------------------------------------------------------------- 3. which kind of target
+def pm1(labels, c=3):
+    return 2 * torch.nn.functional.one_hot(labels, c).double() - 1
+
+
+def test_3_class_coded_float_targets_under_mse_warn_and_history_says_regression():
+    data = small()
+    coded = Data(data.x_train, pm1(data.y_train), data.x_test, pm1(data.y_test))  # -1/+1 one-of-C
+    with pytest.warns(UserWarning, match=r"regression.*kind='classification'") as record:
+        _, h = fit(coded, output="tanh", loss="mse", lr=0.05)
+    assert record[0].filename == __file__  # points at the caller's train(...) line
+    assert h.target_kind == "regression"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, h = fit(coded, output="tanh", loss="mse", lr=0.05, kind="regression")  # forced: silent
+    assert h.target_kind == "regression"
+
+
+def test_3_kind_classification_counts_misclassifications():
+    data = small()
+    coded = Data(data.x_train, pm1(data.y_train), data.x_test, pm1(data.y_test))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model, h = fit(coded, output="tanh", loss="mse", lr=0.05, kind="classification")
+    assert h.target_kind == "classification"
+    wrong = (model(data.x_test).argmax(1) != data.y_test).float().mean().item()
+    assert h.test_error[-1] == pytest.approx(wrong)  # a misclassification rate, not a squared error
+
+
+def test_3_soft_labels_warn_too_and_real_regression_does_not():
+    data = small()
+    soft = torch.softmax(torch.randn(64, 3, generator=torch.Generator().manual_seed(1)), 1)
+    with pytest.warns(UserWarning, match="sums to 1"):
+        fit(Data(data.x_train, soft, data.x_test, soft), output="softmax", loss="mse", lr=0.1, epochs=1)
+    teacher, _ = linear_teacher(n_in=6, n_out=3, n_samples=128)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, h = fit(teacher, output="identity", loss="mse", lr=0.01, epochs=1)
+    assert h.target_kind == "regression"
+    _, h = fit(small())
+    assert h.target_kind == "classification"
+
+
+def test_3_unknown_kind_and_ties_are_named():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        fit(small(), kind="classes")
+    data = small()
+    tied = torch.zeros(64, 3)
+    with pytest.raises(ValueError, match="no single largest entry"):
+        fit(Data(data.x_train, tied, data.x_test, tied), output="identity", loss="mse", kind="classification")
+
+
 # --------------------------------------------------------------------------- 4. state_dict into other sizes
 @pytest.mark.parametrize("cls", [DFA, FA])
 def test_4_feedback_state_dict_checks_the_sizes(cls):
@@ -127,6 +179,44 @@ def test_7_empty_train_or_test_set():
         fit(data.subset(n_train=0))
     with pytest.raises(ValueError, match=r"the test set is empty \(x_test has shape \(0, 6\)\)"):
         fit(data.subset(n_test=0))
+
+
+# --------------------------------------------------------------------------- 8. labels of any integer type
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda y: y.to(torch.int32),
+        lambda y: y.to(torch.uint8),
+        lambda y: y.to(torch.int16),
+        lambda y: y.numpy(),
+        lambda y: y.numpy().astype(np.int32),
+        lambda y: y.float(),  # float class indices of shape (N,)
+        lambda y: y.unsqueeze(1),  # a column of class indices
+    ],
+    ids=["int32", "uint8", "int16", "numpy-int64", "numpy-int32", "float-indices", "column"],
+)
+def test_8_labels_of_any_integer_type_train_like_int64(convert):
+    data = small()
+    _, reference = fit(data)
+    converted = Data(data.x_train, convert(data.y_train), data.x_test, convert(data.y_test))
+    _, h = fit(converted)
+    assert h.test_error == reference.test_error and h.train_loss == reference.train_loss
+
+
+def test_8_numpy_inputs_are_converted_too():
+    data = small()
+    _, reference = fit(data)
+    _, h = fit(Data(data.x_train.numpy(), data.y_train.numpy(), data.x_test.numpy(), data.y_test.numpy()))
+    assert h.test_error == reference.test_error
+
+
+def test_8_bad_labels_name_the_problem():
+    data = small()
+    halves = data.y_train.float() + 0.5
+    with pytest.raises(ValueError, match=r"must be a class index, but these are floats that are not whole numbers \(e.g. "):
+        fit(Data(data.x_train, halves, data.x_test, data.y_test))
+    with pytest.raises(TypeError, match="must be a torch.Tensor or a numpy array, got list"):
+        Data(data.x_train, data.y_train.tolist(), data.x_test, data.y_test)
 
 
 # --------------------------------------------------------------------------- 11. setting B directly
