@@ -217,25 +217,46 @@ class MLP(nn.Module):
                 f"got {tuple(x.shape)}"
             )
 
+    def _explain_failure(self, x: torch.Tensor, err: RuntimeError) -> None:
+        """After torch refused the input: raise a clear error if its dtype or device is not the model's."""
+        w = self.layers[0].weight
+        if x.dtype != w.dtype:
+            raise TypeError(
+                f"input is {x.dtype} but the model's weights are {w.dtype}: convert one to the other, e.g. "
+                f"x.to({w.dtype}) or model.to({x.dtype}) (train() converts the data to the model's dtype itself)"
+            ) from err
+        if x.device != w.device:
+            raise ValueError(
+                f"input is on {x.device} but the model is on {w.device}: move one of them, e.g. x.to({str(w.device)!r})"
+            ) from err
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        h = x
-        for layer in self.layers[:-1]:
-            h = self.activation.fn(layer(h))
-        return self.output_fn(self.layers[-1](h))
+        try:  # free when nothing fails: the dtype check runs only after torch has raised
+            h = x
+            for layer in self.layers[:-1]:
+                h = self.activation.fn(layer(h))
+            return self.output_fn(self.layers[-1](h))
+        except RuntimeError as err:
+            self._explain_failure(x, err)
+            raise
 
     def forward_cached(self, x: torch.Tensor) -> ForwardCache:
         """Forward pass that keeps every layer's input and pre-activation (no autograd graph)."""
         self._check_input(x)
-        with torch.no_grad():
-            inputs, pre = [x], []
-            for layer in self.layers[:-1]:
-                a = layer(inputs[-1])
-                pre.append(a)
-                inputs.append(self.activation.fn(a))
-            a_out = self.layers[-1](inputs[-1])
-            pre.append(a_out)
-            return ForwardCache(inputs, pre, self.output_fn(a_out))
+        try:
+            with torch.no_grad():
+                inputs, pre = [x], []
+                for layer in self.layers[:-1]:
+                    a = layer(inputs[-1])
+                    pre.append(a)
+                    inputs.append(self.activation.fn(a))
+                a_out = self.layers[-1](inputs[-1])
+                pre.append(a_out)
+                return ForwardCache(inputs, pre, self.output_fn(a_out))
+        except RuntimeError as err:
+            self._explain_failure(x, err)
+            raise
 
     def hidden_derivative(self, cache: ForwardCache, l: int) -> torch.Tensor:
         """f'(a_l) for hidden layer ``l`` (1-based), from ``h_l`` when the cache allows it."""

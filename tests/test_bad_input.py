@@ -219,6 +219,21 @@ def test_8_bad_labels_name_the_problem():
         Data(data.x_train, data.y_train.tolist(), data.x_test, data.y_test)
 
 
+# --------------------------------------------------------------------------- 9. float64 model, float32 input
+def test_9_dtype_mismatch_is_named_or_converted():
+    data = small()
+    model = MLP([6, 8, 3]).double()
+    with pytest.raises(TypeError, match=r"input is torch.float32 but the model's weights are torch.float64"):
+        model(data.x_train)
+    with pytest.raises(TypeError, match=r"input is torch.float32 but the model's weights are torch.float64"):
+        model.forward_cached(data.x_train)
+    rule = DFA(model)  # float32 feedback for a float64 model: converted, as train() does
+    angles = alignment_angles(model, rule, data.x_train, data.y_train)
+    assert angles == alignment_angles(model, rule, data.x_train.double(), data.y_train)
+    bp = alignment_angles(model, BP(), data.x_train, data.y_train.numpy())
+    assert max(bp["signal"]) < 1e-3
+
+
 # --------------------------------------------------------------------------- 11. setting B directly
 def test_11_assigning_feedback_checks_the_shape():
     model = MLP([6, 5, 4, 3])
