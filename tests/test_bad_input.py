@@ -146,6 +146,54 @@ def test_4_feedback_state_dict_survives_torch_save_with_weights_only():
         other.load_state_dict(state)
 
 
+# --------------------------------------------------------------------------- 5, 10. MNIST files
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(struct.pack(">I", s) for s in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(path, "wb") as fh:
+            fh.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+def fake_mnist(folder: Path, n_train=6, n_train_labels=6, n_test=4) -> Path:
+    rng = np.random.default_rng(0)
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (n_train, 28, 28)))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, n_train_labels))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (n_test, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n_test))
+    return folder
+
+
+def test_5_labels_and_images_must_have_the_same_count(tmp_path):
+    data = load_mnist(root=fake_mnist(tmp_path))
+    assert data.x_train.shape == (6, 784) and data.y_test.shape == (4,)
+    (tmp_path / "bad").mkdir()
+    bad = fake_mnist(tmp_path / "bad", n_train_labels=4)  # the issue: 10 000 labels for 60 000 images
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz and .*train-labels-idx1-ubyte.gz disagree: "
+                                         r"6 images but 4 labels"):
+        load_mnist(root=bad)
+
+
+def test_10_truncated_gz_names_the_file_and_says_to_download_again(tmp_path):
+    folder = fake_mnist(tmp_path)
+    images = folder / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-40])  # today: a bare EOFError
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz is truncated or corrupt.*download it again"):
+        load_mnist(root=folder)
+
+
+def test_10_truncated_uncompressed_file_too(tmp_path):
+    folder = fake_mnist(tmp_path)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    labels = folder / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.arange(4), gz=False)
+    labels.write_bytes(labels.read_bytes()[:-1])
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte is truncated.*download it again"):
+        load_mnist(root=folder)
+
+
 # --------------------------------------------------------------------------- 6. NaN / inf inputs
 @pytest.mark.parametrize("which", ["x_train", "x_test"])
 def test_6_nan_or_inf_inputs_name_the_set_and_the_rows(which):
