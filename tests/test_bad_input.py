@@ -48,6 +48,85 @@ def fit(data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="sigmoid", **
     return model, hist
 
 
+# --------------------------------------------------------------------------- 1. a diverged run stops
+DIVERGE = pytest.mark.xfail(strict=False, reason="divergence check lands with the train-loop restructure")
+
+
+@DIVERGE
+@pytest.mark.parametrize(
+    "loss,output,lr,scale",
+    [
+        # saturated outputs: clamped BCE / CE stay finite while the unclamped loss is infinite
+        ("bce", "sigmoid", 1e3, 1.0),
+        ("ce", "softmax", 1e3, 1.0),
+        # weights overflow to inf, outputs turn NaN (today: torch's "between 0 and 1" error for BCE)
+        ("bce", "sigmoid", 1e38, 100.0),
+        ("ce", "softmax", 1e38, 100.0),
+        ("mse", "identity", 1e38, 100.0),
+        ("mse", "identity", 1e3, 1.0),
+    ],
+)
+def test_1_diverged_run_raises_for_every_loss(loss, output, lr, scale):
+    seed_everything(0)
+    model = MLP([6, 32, 32, 3], output=output)
+    with pytest.raises(TrainingDivergedError) as err:
+        train(model, DFA(model), small(n=256, scale=scale), epochs=3, batch_size=64, lr=lr, loss=loss, progress=False)
+    message = str(err.value)
+    assert "epoch" in message and "step" in message, message
+
+
+@DIVERGE
+def test_1_diverged_regression_run_raises():
+    """A regression-sized run (chapter 1's linear task) whose squared error blows up."""
+    data, _ = linear_teacher(n_in=30, n_out=10, n_samples=100, seed=0)
+    seed_everything(0)
+    model = MLP([30, 20, 10], hidden="identity", output="identity", bias=False).double()
+    with pytest.raises(TrainingDivergedError, match=r"epoch \d+") as err:
+        train(model, FA(model), data, epochs=200, batch_size=None, lr=5.0, loss="mse", kind="regression",
+              progress=False)
+    assert "step" in str(err.value)
+
+
+@DIVERGE
+@pytest.mark.skipif(not MNIST_DIR, reason="needs DFA_MNIST_DIR")
+def test_1_issue_reproduction_mnist_dfa_lr_1e3():
+    """The issue's run: MNIST subset, MLP([784, 128, 128, 10]), DFA, lr=1e3: outputs saturate to exactly 0 or 1."""
+    data = load_mnist(root=MNIST_DIR).subset(500, 200)
+    seed_everything(0)
+    model = MLP([784, 128, 128, 10])
+    with pytest.raises(TrainingDivergedError, match=r"epoch \d+") as err:
+        train(model, DFA(model), data, epochs=2, lr=1e3, progress=False)
+    assert "step" in str(err.value)
+
+
+@DIVERGE
+def test_1_divergence_check_does_not_read_the_device_every_step(monkeypatch):
+    """The check must stay on the device: no host synchronisation per step (read once per epoch or every few
+    hundred steps), so that a GPU run is not slowed.  Counted here as reads of tensor values on the host."""
+    data = small(n=512)
+    seed_everything(0)
+    model = MLP([6, 8, 3])
+    reads = {"n": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            reads["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    steps = 512 // 2
+    train(model, BP(), data, epochs=1, batch_size=2, lr=0.1, progress=False, eval_initial=False)
+    assert reads["n"] < steps // 4, f"{reads['n']} host reads in one epoch of {steps} steps"
+
+
+def test_1_finite_runs_do_not_raise():
+    """The counterpart: ordinary runs of every loss train to the end."""
+    for loss, output in (("bce", "sigmoid"), ("ce", "softmax"), ("mse", "identity")):
+        _, h = fit(small(), output=output, loss=loss, lr=0.1, epochs=2)
+        assert h.epoch == [0, 1, 2]
+
+
 # --------------------------------------------------------------------------- 2. output the loss cannot take
 @pytest.mark.parametrize("output,loss", [("identity", "bce"), ("tanh", "bce"), ("identity", "ce"), ("sigmoid", "ce"),
                                          ("tanh", "ce")])
