@@ -66,12 +66,14 @@ class FeedbackChecks:
 
     * Assigning a buffer directly (``rule.B = ...``) goes through the same shape check as
       ``set_feedback``; reading ``rule.B`` is untouched (no cost in the training loop).
-    * ``state_dict()`` records the sizes the matrices were drawn for, and
-      ``load_state_dict()`` refuses a rule of other sizes before copying anything: DFA keeps
-      every hidden layer's matrix in one stacked buffer, so two networks whose hidden widths
-      add up to the same total would otherwise swap rows between layers silently.
+    * ``state_dict()`` records the layout the matrices were drawn for (the network's sizes and
+      the feedback shapes), and ``load_state_dict()`` refuses a rule of another layout before
+      copying anything: DFA keeps every hidden layer's matrix in one stacked buffer, so two
+      networks whose hidden widths add up to the same total would otherwise swap rows between
+      layers silently.
 
-    Needs ``name``, ``sizes``, ``expected_shapes()`` and ``_shape_meaning(l)`` on the class.
+    Needs ``name``, ``expected_shapes()`` and ``_shape_meaning(l)`` on the class; uses
+    ``sizes`` (and ``block_shapes``) where the rule has them.
     """
 
     def __setattr__(self, name, value):
@@ -82,40 +84,54 @@ class FeedbackChecks:
 
     def _check_feedback_assignment(self, name: str, value) -> None:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        got = shape if shape is not None else type(value).__name__
+        shapes = [tuple(s) for s in self.expected_shapes()]
         if name == "B":  # DFA: every hidden layer's matrix, stacked row-wise
-            hidden, n_out = list(self.sizes[1:-1]), self.sizes[-1]
-            expected = (sum(hidden), n_out)
+            hidden = [s[0] for s in shapes]
+            expected = (sum(hidden), shapes[0][1])
             if shape != expected:
                 raise ValueError(
                     f"{self.name}.B stacks the feedback matrices of all hidden layers row-wise and must have shape "
-                    f"{expected} = (sum of the hidden widths {hidden}, width of the output) for sizes {self.sizes}; "
-                    f"got {shape if shape is not None else type(value).__name__}. To set one matrix per hidden "
-                    f"layer, use rule.set_feedback([...]) with shapes {self.expected_shapes()}"
+                    f"{expected} = (sum of the hidden widths {hidden}, width of the output); got {got}. To set one "
+                    f"matrix per hidden layer, use rule.set_feedback([...]) with shapes {shapes}"
                 )
             return
         l = int(name[1:])  # FA: B1, B2, ...
-        expected = tuple(self.expected_shapes()[l - 1])
-        if shape != expected:
+        if shape != shapes[l - 1]:
             raise ValueError(
-                f"{self.name} feedback matrix for hidden layer {l} must have shape {expected} = "
-                f"{self._shape_meaning(l)}; got {shape if shape is not None else type(value).__name__}"
+                f"{self.name} feedback matrix for hidden layer {l} must have shape {shapes[l - 1]} = "
+                f"{self._shape_meaning(l)}; got {got}"
             )
 
+    def _feedback_layout(self) -> dict:
+        sizes, blocks = getattr(self, "sizes", None), getattr(self, "block_shapes", None)
+        layout = {"rule": self.name, "sizes": None if sizes is None else list(sizes),
+                  "feedback_shapes": [list(s) for s in self.expected_shapes()]}
+        if blocks is not None:
+            layout["block_shapes"] = [None if b is None else list(b) for b in blocks]
+        return layout
+
+    @staticmethod
+    def _describe(layout: dict) -> str:
+        if layout.get("sizes") is not None:
+            return f"a network of sizes {layout['sizes']}"
+        return f"feedback shapes {layout.get('feedback_shapes')}"
+
     def get_extra_state(self) -> dict:
-        return {"rule": self.name, "sizes": list(self.sizes)}
+        return self._feedback_layout()
 
     def set_extra_state(self, state) -> None:
         pass  # checked in _load_from_state_dict, before any matrix is copied
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        saved = state_dict.get(prefix + "_extra_state")
-        sizes = saved.get("sizes") if isinstance(saved, dict) else None
-        if sizes is not None and list(sizes) != list(self.sizes):
+        saved, current = state_dict.get(prefix + "_extra_state"), self._feedback_layout()
+        if isinstance(saved, dict) and any(saved[k] != current[k] for k in saved.keys() & current.keys()):
+            where = f" ({prefix[:-1]})" if prefix else ""
             error_msgs.append(
-                f"{self.name} feedback{' (' + prefix[:-1] + ')' if prefix else ''} was saved for a network of sizes {list(sizes)}, but this rule "
-                f"belongs to sizes {self.sizes}: its matrices would land on the wrong layers. Build the model and "
-                f"the rule with sizes {list(sizes)} before loading this state_dict (nothing of the rule was loaded)"
+                f"{self.name} feedback{where} was saved for {self._describe(saved)}, but this rule belongs to "
+                f"{self._describe(current)}: its matrices would land on the wrong layers. Build the model and the "
+                f"rule like the saved ones before loading this state_dict (nothing of the rule was loaded)"
             )
             return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
