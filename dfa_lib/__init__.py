@@ -13,22 +13,43 @@ from .data import Data, MNISTNotFoundError, linear_teacher, load_mnist, logic_ga
 from .losses import output_error, per_example_loss
 from .metrics import (
     accuracy,
+    alignment,
     alignment_angles,
     alignment_from_cache,
     angle_degrees,
     confusion_matrix,
     error_rate,
     normalized_squared_error,
+    record_alignment,
 )
 from .models import MLP, ForwardCache
-from .rules import BP, DFA, FA, FeedbackRule, Shallow, compute_grads, init_feedback, make_rule, nokland_scale, sgd_update, write_grads
-from .train import History, TrainingDivergedError, evaluate, train
+from .history import History
+from .rules import (
+    BP,
+    BRSF,
+    DFA,
+    DRTP,
+    FA,
+    FRSF,
+    USF,
+    FeedbackRule,
+    KolenPollack,
+    Shallow,
+    init_feedback,
+    learning_layers,
+    make_rule,
+    nokland_scale,
+)
+from .step import TrainingDivergedError
+from .train import evaluate, train
+from .update import compute_grads, sgd_update, write_grads
 from .utils import get_device, seed_everything
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BP", "DFA", "FA", "Shallow", "FeedbackRule", "make_rule", "init_feedback", "nokland_scale",
+    "BP", "DFA", "FA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP", "FeedbackRule", "make_rule",
+    "init_feedback", "nokland_scale", "learning_layers", "alignment", "record_alignment",
     "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",

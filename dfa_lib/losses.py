@@ -49,7 +49,9 @@ def per_example_loss(name: str, out: torch.Tensor, target: torch.Tensor) -> torc
     """l(y_hat_n, y_n) for every row n: summed over output units, shape (N,)."""
     if name == "bce":
         eps = torch.finfo(out.dtype).eps
-        return F.binary_cross_entropy(out.clamp(eps, 1 - eps), target, reduction="none").sum(1)
+        # NaN outputs of a diverged run read as 0.5 here (torch's BCE would raise a range error);
+        # the training loop reports the divergence itself (dfa_lib.step.EpochSums)
+        return F.binary_cross_entropy(out.clamp(eps, 1 - eps).nan_to_num(0.5), target, reduction="none").sum(1)
     if name == "ce":
         eps = torch.finfo(out.dtype).tiny
         return -(target * torch.log(out.clamp_min(eps))).sum(1)
@@ -69,3 +71,25 @@ def output_error(loss: str, output: str, a_out: torch.Tensor, out: torch.Tensor,
         value = per_example_loss(loss, OUTPUT_FUNCTIONS[output](a), target).sum()
         (e,) = torch.autograd.grad(value, a)
     return e
+
+
+def per_example_loss_of_scores(name: str, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The same losses for a model that returns scores (logits), as any ``nn.Module`` trained by
+    :func:`dfa_lib.train` is taken to do: ``"ce"`` applies the softmax, ``"bce"`` the sigmoid, inside
+    the loss (numerically stable, differentiable); ``"mse"`` compares the scores themselves."""
+    if name == "ce":
+        return -(target * F.log_softmax(scores, dim=1)).sum(1)
+    if name == "bce":
+        return F.binary_cross_entropy_with_logits(scores, target, reduction="none").sum(1)
+    if name == "mse":
+        return 0.5 * ((scores - target) ** 2).sum(1)
+    raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+
+
+def predictions_of_scores(name: str, scores: torch.Tensor) -> torch.Tensor:
+    """Scores mapped to what the loss compares with the targets (softmax, sigmoid or the scores)."""
+    if name == "ce":
+        return F.softmax(scores, dim=1)
+    if name == "bce":
+        return torch.sigmoid(scores)
+    return scores

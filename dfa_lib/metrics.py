@@ -17,8 +17,19 @@ from .targets import Targets
 def error_rate(out: torch.Tensor, targets: Targets) -> float:
     """The task's error: misclassified fraction, wrong-side fraction, or normalised squared error."""
     if targets.kind in ("classification", "binary"):
-        return wrong_count(out, targets).item() / len(out)
-    return normalized_squared_error(out, targets.values)
+        return error_sum(out, targets).item() / len(out)
+    return (error_sum(out, targets) / (targets.values**2).sum()).item()
+
+
+def error_sum(out: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """The task's error summed over rows, as a 0-dim tensor (no host sync).
+
+    Wrong rows for classification and binary targets, squared error for regression.  The
+    training loop adds these up over an epoch; :func:`error_rate` normalises one set's.
+    """
+    if targets.kind == "regression":
+        return ((out - targets.values) ** 2).sum()
+    return wrong_count(out, targets)
 
 
 def wrong_count(out: torch.Tensor, targets: Targets) -> torch.Tensor:
@@ -95,3 +106,68 @@ def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.T
     cache = model.forward_cached(x)
     e = output_error(loss, model.output_name, cache.pre[-1], cache.out, t.values)
     return alignment_from_cache(model, cache, e, rule.signals(model, cache, e))
+
+
+def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> dict:
+    """Angles between ``rule`` and BP on any model, for one batch ``(x, y)`` (chapters 10 and 11).
+
+    Returns a dict of lists, one angle (degrees) per hidden block:
+
+    - ``"signal"``: between the gradients each rule sends to a block's output;
+    - ``"update"``: between the weight updates of the block's learning layer;
+    - ``"weight"``: between the forward weight and the backward weight that replaces it
+      (BioTorch's "layer alignment"), for learning layers 2..L; None where a rule has no
+      backward weight (DFA, DRTP, shallow, BP).
+
+    The rule's hooks must be on ``model`` (any rule built for a model that is not an MLP, or
+    with ``path="autograd"``).  Both gradients come from the same weights and batch: one pass
+    with the rule's hooks on, one with them off (plain autograd, i.e. BP).  Nothing is written
+    to ``.grad``.  An :class:`~dfa_lib.models.MLP` on a fast path uses :func:`alignment_angles`.
+    """
+    from .losses import per_example_loss, per_example_loss_of_scores
+    from .targets import prepare_targets
+
+    graph = rule.graph
+    if graph is None:
+        raise ValueError(f"{rule.name} has no hooks on this model; build it with path='autograd' (or use "
+                         "alignment_angles for an MLP)")
+    params = [layer.weight for layer in graph.layers[:-1]]
+
+    def gradients(active: bool):
+        graph.active = active
+        try:
+            out = model(x)
+            t = prepare_targets(y, out.shape[1], loss, len(x), dtype=out.dtype)
+            rule.observe_target(t.values)
+            losses = per_example_loss(loss, out, t.values) if isinstance(model, MLP) else \
+                per_example_loss_of_scores(loss, out, t.values)
+            kept = graph.inputs[1:]
+            grads = torch.autograd.grad(losses.mean(), kept + params, allow_unused=True)
+        finally:
+            graph.active = True
+        return grads[: len(kept)], grads[len(kept):]
+
+    with torch.enable_grad():
+        bp_signals, bp_updates = gradients(False)
+        signals, updates = gradients(True)
+
+    def angle(a, b):
+        return 90.0 if a is None or b is None else angle_degrees(a, b)
+
+    weights = rule.feedback_weights() or [None] * (len(graph.layers) - 1)
+    return {
+        "signal": [angle(s, b) for s, b in zip(signals, bp_signals)],
+        "update": [angle(u, b) for u, b in zip(updates, bp_updates)],
+        "weight": [None if B is None else angle_degrees(B, layer.weight.detach())
+                   for B, layer in zip(weights, graph.layers[1:])],
+    }
+
+
+def record_alignment(rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", key: str = "alignment"):
+    """An ``on_epoch`` callback for :func:`dfa_lib.train` that appends :func:`alignment` on ``(x, y)``
+    to ``history.records[key]`` after every epoch (chapter 10)."""
+
+    def on_epoch(history, epoch, model):
+        history.record(key, alignment(model, rule, x, y, loss))
+
+    return on_epoch

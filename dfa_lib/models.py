@@ -9,7 +9,7 @@ Introduced in chapter 1 (``book/01_linear_fa.ipynb``); the cache is explained in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -75,10 +75,11 @@ OUTPUT_FUNCTIONS = {
 }
 
 
-def _activation(name: str) -> Activation:
+def get_activation(name: str) -> Activation:
+    """The activation record for a name (``"linear"`` and ``"none"`` mean ``"identity"``)."""
     key = {"linear": "identity", "none": "identity"}.get(name, name)
     if key not in ACTIVATIONS:
-        raise ValueError(f"unknown hidden activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[key]
 
 
@@ -91,7 +92,8 @@ class ForwardCache:
         pre: ``[a_1, ..., a_L]``: every layer's pre-activation, shape (N, n_l); ``a_L`` is the output layer's.
         out: the network output ``y_hat = f_out(a_L)``.
         consistent: True when ``h_l == f(a_l)`` row by row.  False after averaging
-            (chapter 4), which makes the rules take f' from ``a`` instead of from ``h``.
+            (chapter 4, :mod:`dfa_lib.averaging`), which makes the rules take f' from ``a``
+            instead of from ``h``.
     """
 
     inputs: list
@@ -103,39 +105,6 @@ class ForwardCache:
     def hidden(self) -> list:
         """``[h_1, ..., h_{L-1}]``: the hidden layers' activations."""
         return self.inputs[1:]
-
-    def averaged(self, groups: torch.Tensor | None = None, n_groups: int | None = None) -> "ForwardCache":
-        """The cache with rows replaced by their mean (one row), or by per-group means.
-
-        ``groups`` holds a group index per row (e.g. the class label); empty groups are
-        dropped.  This is what seed 001's "master error" (sections 3.3.2 and 3.3.3) does to
-        every a, h and y_hat before computing the error.  Explained in chapter 4.
-        """
-        if groups is None:
-            avg = lambda t: t.mean(0, keepdim=True)  # noqa: E731
-        else:
-            avg = group_mean_fn(groups, n_groups)
-        return replace(
-            self,
-            inputs=[avg(t) for t in self.inputs],
-            pre=[avg(t) for t in self.pre],
-            out=avg(self.out),
-            consistent=False,
-        )
-
-
-def group_mean_fn(groups: torch.Tensor, n_groups: int | None = None):
-    """A function that maps an (N, d) tensor to the (G, d) means of its non-empty row groups."""
-    n_groups = int(groups.max()) + 1 if n_groups is None else n_groups
-    one_hot = F.one_hot(groups, n_groups).to(torch.get_default_dtype())
-    counts = one_hot.sum(0)
-    present = counts > 0
-    weights = (one_hot / counts.clamp(min=1))[:, present]  # (N, G): column g averages group g
-
-    def mean(t: torch.Tensor) -> torch.Tensor:
-        return weights.to(t.dtype).T @ t
-
-    return mean
 
 
 def _init_linear(layer: nn.Linear, init) -> None:
@@ -191,7 +160,7 @@ class MLP(nn.Module):
         if output not in OUTPUT_FUNCTIONS:
             raise ValueError(f"unknown output function {output!r}; choose one of {sorted(OUTPUT_FUNCTIONS)}")
         self.sizes = sizes
-        self.activation = _activation(hidden)
+        self.activation = get_activation(hidden)
         self.output_name = output
         self.output_fn = OUTPUT_FUNCTIONS[output]
         self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for i, o in zip(sizes[:-1], sizes[1:]))

@@ -32,6 +32,11 @@ class Targets:
     labels: torch.Tensor | None = None  # class indices, for classification
     threshold: float | None = None  # for binary
 
+    def rows(self, idx: torch.Tensor) -> "Targets":
+        """The targets of rows ``idx`` (a mini-batch), gathered with ``index_select``."""
+        labels = None if self.labels is None else self.labels.index_select(0, idx)
+        return Targets(self.values.index_select(0, idx), self.kind, labels, self.threshold)
+
 
 KINDS = ("classification", "binary", "regression")
 

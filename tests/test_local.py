@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfa_lib import local
+from dfa_lib import local, stats
 from dfa_lib.data import logic_gate
 
 
@@ -73,7 +73,7 @@ class SeedToyNetwork(nn.Module):
 
 
 def seed_net_from(weights, n):
-    """Seed network whose weights are network ``n`` of a population."""
+    """Seed network whose weights are network ``n`` of the batched networks."""
     sizes = [weights[0].shape[2]] + [w.shape[1] for w in weights]
     net = SeedToyNetwork(sizes[0], sizes[1:-1], sizes[-1])
     for layer, w in zip(net.layers, weights):
@@ -82,7 +82,7 @@ def seed_net_from(weights, n):
 
 
 def pop(sizes, n=5, seed=0):
-    return local.init_population(n, sizes, generator=torch.Generator().manual_seed(seed))
+    return local.init_nets(n, sizes, generator=torch.Generator().manual_seed(seed))
 
 
 # --------------------------------------------------------------------------- hand-derived updates
@@ -127,16 +127,16 @@ def test_soft_bounded_step_by_hand():
     assert torch.allclose(new[0][0], expected)
 
 
-# --------------------------------------------------------------------------- population == seed, one net at a time
+# --------------------------------------------------------------------------- batched nets == seed, one net at a time
 @pytest.mark.parametrize("hidden", [[3], [4, 3]])
 @pytest.mark.parametrize("rule", ["supervised", "unsupervised", "semisupervised_seed", "soft_bounded"])
-def test_population_equals_separate_seed_runs(rule, hidden):
+def test_batched_nets_equal_separate_seed_runs(rule, hidden):
     x, y = logic_gate("xor", coding="pm1")
     n, n_iters, lr = 6, 25, 0.05
     w0 = pop([2, *hidden, 1], n=n, seed=1)
-    idx = local.sample_indices(n_iters, n, generator=torch.Generator().manual_seed(2))
+    idx = local.sample_patterns(n_iters, n, generator=torch.Generator().manual_seed(2))
     name, kw = (rule, {}) if rule != "semisupervised_seed" else ("semisupervised", {"modulation": "seed"})
-    w = local.train_population(w0, x, y, rule=name, n_iters=n_iters, lr=lr, indices=idx, **kw)
+    w = local.train_nets(w0, x, y, rule=name, n_iters=n_iters, lr=lr, indices=idx, **kw)
     for k in range(n):
         net = seed_net_from(w0, k)
         for it in range(n_iters):
@@ -170,7 +170,7 @@ def test_reward_modulation_differs_from_seed_sign():
 def test_clipping_and_frozen_input_layer():
     x, y = logic_gate("and", coding="pm1")
     w0 = pop([2, 10, 10, 1], n=8)
-    w = local.train_population(w0, x, y, "supervised", n_iters=200, lr=1.0, generator=torch.Generator().manual_seed(0))
+    w = local.train_nets(w0, x, y, "supervised", n_iters=200, lr=1.0, generator=torch.Generator().manual_seed(0))
     for l in (1, 2):
         assert w[l].abs().max() <= 1.0
         assert (w[l].abs() == 1.0).any(), "with lr = 1 some weights must hit the bound"
@@ -180,7 +180,7 @@ def test_clipping_and_frozen_input_layer():
 def test_hidden_to_hidden_weights_saturate_at_plus_one():
     # the reason two hidden layers fail (chapter 8): h2 h1^T >= 0 pushes W2 up to +1
     x, y = logic_gate("and", coding="pm1")
-    w = local.train_population(pop([2, 10, 10, 1], n=20), x, y, "supervised", n_iters=1000, lr=0.01,
+    w = local.train_nets(pop([2, 10, 10, 1], n=20), x, y, "supervised", n_iters=1000, lr=0.01,
                                generator=torch.Generator().manual_seed(0))
     assert (w[1] == 1.0).float().mean() > 0.5
 
@@ -199,18 +199,18 @@ def test_success_on_hand_built_and_network():
 
 
 def test_wilson_interval_known_values():
-    lo, hi = local.wilson_interval(0, 100)
+    lo, hi = stats.wilson_interval(0, 100)
     assert lo == 0.0 and math.isclose(hi, 1.959964**2 / (100 + 1.959964**2), rel_tol=1e-5)
-    lo, hi = local.wilson_interval(73, 100)
+    lo, hi = stats.wilson_interval(73, 100)
     assert math.isclose(lo, 0.63569, abs_tol=1e-4) and math.isclose(hi, 0.80734, abs_tol=1e-4)
-    lo, hi = local.wilson_interval(100, 100)
+    lo, hi = stats.wilson_interval(100, 100)
     assert hi == 1.0 and math.isclose(lo, 100 / (100 + 1.959964**2), rel_tol=1e-5)
-    assert local.intervals_overlap((0.1, 0.3), (0.3, 0.5))
-    assert not local.intervals_overlap((0.1, 0.29), (0.3, 0.5))
+    assert stats.intervals_overlap((0.1, 0.3), (0.3, 0.5))
+    assert not stats.intervals_overlap((0.1, 0.29), (0.3, 0.5))
 
 
 def test_init_matches_nn_linear_bounds():
-    w = local.init_population(50, [2, 100, 1], generator=torch.Generator().manual_seed(0))
+    w = local.init_nets(50, [2, 100, 1], generator=torch.Generator().manual_seed(0))
     assert w[0].abs().max() <= 1 / math.sqrt(2) and w[0].abs().max() > 0.95 / math.sqrt(2)
     assert w[1].abs().max() <= 0.1 and w[1].shape == (50, 1, 100)
 
@@ -226,11 +226,11 @@ def test_clear_errors():
     x, y = logic_gate("xor", coding="pm1")
     w = pop([2, 3, 1])
     with pytest.raises(ValueError, match="unknown rule"):
-        local.train_population(w, x, y, rule="hebbb")
+        local.train_nets(w, x, y, rule="hebbb")
     with pytest.raises(ValueError, match="expected"):
         local.forward(w, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="inputs"):
-        local.train_population(pop([3, 3, 1]), x, y)
+        local.train_nets(pop([3, 3, 1]), x, y)
     with pytest.raises(ValueError, match="weights\\[1\\] expects"):
         local.forward([w[0], torch.zeros(5, 1, 4)], x)
     with pytest.raises(ValueError, match="modulation"):
@@ -238,6 +238,6 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="unknown activation"):
         local.forward(w, x, hidden="gelu")
     with pytest.raises(ValueError, match="k must lie"):
-        local.wilson_interval(101, 100)
+        stats.wilson_interval(101, 100)
     with pytest.raises(ValueError, match="sizes"):
-        local.init_population(3, [2])
+        local.init_nets(3, [2])

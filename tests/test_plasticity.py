@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dfa_lib import local, plasticity as pl
+from dfa_lib import local
+from dfa_lib.local import meta, plasticity as pl
 from dfa_lib.data import logic_gate
 
 
@@ -28,9 +29,9 @@ def setup(n=5, hidden=(3,), seed=0, steps=7):
     g = torch.Generator().manual_seed(seed)
     x, y = logic_gate("xor", coding="pm1")
     sizes = [2, *hidden, 1]
-    w0 = local.init_population(n, sizes, generator=g)
-    fb = pl.init_feedback(n, sizes, generator=g)
-    idx = local.sample_indices(steps, n, generator=g)
+    w0 = local.init_nets(n, sizes, generator=g)
+    fb = pl.init_net_feedback(n, sizes, generator=g)
+    idx = local.sample_patterns(steps, n, generator=g)
     return x, y, w0, fb, idx
 
 
@@ -51,7 +52,7 @@ def test_episode_with_delta_rule_equals_hand_loop():
     """run_episode wires pre, post, signals correctly: a DFA-like delta rule, by hand."""
     x, y, w0, fb, idx = setup()
     lr = 0.1
-    w = pl.run_episode(DeltaRule(lr), w0, x, y, idx.shape[0], "feedback", fb, idx)
+    w = meta.run_episode(DeltaRule(lr), w0, x, y, idx.shape[0], "feedback", fb, idx)
     for n in range(w0[0].shape[0]):
         W1, W2, B = w0[0][n].clone(), w0[1][n].clone(), fb[0][n]
         for k in range(idx.shape[0]):
@@ -64,20 +65,20 @@ def test_episode_with_delta_rule_equals_hand_loop():
         assert torch.allclose(w[0][n], W1, atol=1e-6) and torch.allclose(w[1][n], W2, atol=1e-6)
 
 
-def test_modulatory_signals():
-    e = torch.tensor([[0.5], [-2.0]])
+def test_modulatory_inputs():
+    e = -torch.tensor([[0.5], [-2.0]])  # e = y_hat - t; the rules see t - y_hat
     sizes = [2, 3, 1]
     fb = [torch.randn(2, 3, 1)]
-    err = pl.modulatory_signals("error", e, sizes)
+    err = pl.modulatory_inputs("error", e, sizes)
     assert [m.shape for m in err] == [(2, 3, 1), (2, 1, 1)] and torch.all(err[0][1] == -2.0)
-    rew = pl.modulatory_signals("reward", e, sizes)
+    rew = pl.modulatory_inputs("reward", e, sizes)
     assert torch.all(rew[0][0] == -0.25) and torch.all(rew[1][1] == -4.0)
-    fbs = pl.modulatory_signals("feedback", e, sizes, fb)
-    assert torch.allclose(fbs[0][:, :, 0], fb[0][:, :, 0] * e) and torch.equal(fbs[1][:, :, 0], e)
+    fbs = pl.modulatory_inputs("feedback", e, sizes, fb)
+    assert torch.allclose(fbs[0][:, :, 0], fb[0][:, :, 0] * -e) and torch.equal(fbs[1][:, :, 0], -e)
     with pytest.raises(ValueError, match="feedback matrix"):
-        pl.modulatory_signals("feedback", e, sizes)
-    with pytest.raises(ValueError, match="unknown modulatory signal"):
-        pl.modulatory_signals("dopamine", e, sizes)
+        pl.modulatory_inputs("feedback", e, sizes)
+    with pytest.raises(ValueError, match="unknown modulation"):
+        pl.modulatory_inputs("dopamine", e, sizes)
 
 
 @pytest.mark.parametrize("Rule", [pl.MLPRule, pl.LSTMRule])
@@ -85,11 +86,11 @@ def test_untrained_rule_changes_nothing_and_gradients_flow(Rule):
     torch.manual_seed(0)
     x, y, w0, fb, idx = setup()
     rule = Rule()
-    w = pl.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx)
+    w = meta.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx)
     assert all(torch.equal(a, b) for a, b in zip(w, w0)), "zero-initialised readout: no change"
     for p in rule.parameters():
         nn.init.normal_(p, std=0.3)
-    loss = pl.episode_loss(pl.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx), x, y)
+    loss = meta.episode_loss(meta.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx), x, y)
     loss.backward()
     for name, p in rule.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
@@ -115,8 +116,8 @@ def test_lstm_step_all_equals_per_layer_calls():
     for p in rule.parameters():
         nn.init.normal_(p, std=0.5)
     x, y, w0, fb, idx = setup(n=2, hidden=(4,))
-    hs = pl._forward_one(w0, x[idx[0]])
-    ms = pl.modulatory_signals("feedback", y[idx[0]] - hs[-1], [2, 4, 1], fb)
+    hs = [h[:, 0, :] for h in local.forward(w0, x[idx[0]].unsqueeze(1))]
+    ms = pl.modulatory_inputs("feedback", hs[-1] - y[idx[0]], [2, 4, 1], fb)
     dws, state = rule.step_all(hs, w0, ms, rule.init_state(w0))
     assert state[0].shape == (sum(w.numel() for w in w0), rule.hidden)
     for l in range(2):
@@ -128,7 +129,7 @@ def test_meta_train_deterministic_and_lowers_loss():
     def run():
         torch.manual_seed(0)
         rule = pl.MLPRule()
-        hist = pl.meta_train(rule, "and", n_meta_steps=15, n_nets=16, n_steps=10, lr=3e-2,
+        hist = meta.meta_train(rule, "and", n_meta_steps=15, n_nets=16, n_steps=10, lr=3e-2,
                              generator=torch.Generator().manual_seed(1))
         return rule, hist
     r1, h1 = run()
@@ -136,7 +137,7 @@ def test_meta_train_deterministic_and_lowers_loss():
     assert h1 == h2
     assert all(torch.equal(a, b) for a, b in zip(r1.parameters(), r2.parameters()))
     assert min(h1[-5:]) < h1[0], "meta-training should lower the episode loss"
-    k = pl.evaluate(r1, "and", n_nets=10, n_steps=10, generator=torch.Generator().manual_seed(9))
+    k = meta.count_solved(r1, "and", n_nets=10, n_steps=10, generator=torch.Generator().manual_seed(9))
     assert isinstance(k, int) and 0 <= k <= 10
 
 
@@ -144,12 +145,12 @@ def test_es_meta_train_runs_and_changes_rule():
     torch.manual_seed(0)
     rule = pl.MLPRule()
     before = nn.utils.parameters_to_vector(rule.parameters()).clone()
-    hist = pl.es_meta_train(rule, "xor", n_meta_steps=2, n_nets=4, n_steps=3, population=4,
+    hist = meta.es_meta_train(rule, "xor", n_meta_steps=2, n_nets=4, n_steps=3, samples=4,
                             generator=torch.Generator().manual_seed(0))
     assert len(hist) == 2
     assert not torch.equal(before, nn.utils.parameters_to_vector(rule.parameters()))
-    with pytest.raises(ValueError, match="population"):
-        pl.es_meta_train(rule, population=3)
+    with pytest.raises(ValueError, match="samples"):
+        meta.es_meta_train(rule, samples=3)
 
 
 def test_rule_response_and_reference_rules():
@@ -166,18 +167,26 @@ def test_clear_errors():
     x, y, w0, fb, idx = setup()
     with pytest.raises(ValueError, match="unknown feature set"):
         pl.MLPRule(features="cubic")
-    with pytest.raises(ValueError, match="unknown modulatory signal"):
-        pl.run_episode(pl.MLPRule(), w0, x, y, idx.shape[0], "dopamine", fb, idx)
+    with pytest.raises(ValueError, match="unknown modulation"):
+        meta.run_episode(pl.MLPRule(), w0, x, y, idx.shape[0], "dopamine", fb, idx)
     with pytest.raises(ValueError, match="indices has shape"):
-        pl.run_episode(pl.MLPRule(), w0, x, y, 3, "feedback", fb, idx)
+        meta.run_episode(pl.MLPRule(), w0, x, y, 3, "feedback", fb, idx)
 
 
 def test_per_network_targets_equal_shared_targets():
     x, y, w0, fb, idx = setup()
     rule = DeltaRule(0.2)
-    shared = pl.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx)
-    per_net = pl.run_episode(rule, w0, x, y.expand(5, 4, 1), idx.shape[0], "feedback", fb, idx)
+    shared = meta.run_episode(rule, w0, x, y, idx.shape[0], "feedback", fb, idx)
+    per_net = meta.run_episode(rule, w0, x, y.expand(5, 4, 1), idx.shape[0], "feedback", fb, idx)
     assert all(torch.allclose(a, b) for a, b in zip(shared, per_net))
-    assert torch.allclose(pl.episode_loss(shared, x, y), pl.episode_loss(shared, x, y.expand(5, 4, 1)))
+    assert torch.allclose(meta.episode_loss(shared, x, y), meta.episode_loss(shared, x, y.expand(5, 4, 1)))
     with pytest.raises(ValueError, match="per-network targets"):
-        pl.run_episode(rule, w0, x, y.expand(3, 4, 1), idx.shape[0], "feedback", fb, idx)
+        meta.run_episode(rule, w0, x, y.expand(3, 4, 1), idx.shape[0], "feedback", fb, idx)
+
+
+def test_delta_rule_has_a_one_layer_response_like_the_learned_rules():
+    pre, post = torch.linspace(-1, 1, 5), torch.linspace(-1, 1, 3)
+    dw = pl.rule_response(pl.DeltaRule(0.3), pre, post, w=0.5, m=2.0)
+    assert dw.shape == (3, 5)
+    assert torch.allclose(dw, 0.3 * 2.0 * pre.expand(3, 5))
+    assert isinstance(pl.DeltaRule(), pl.PlasticityRule) and isinstance(pl.MLPRule(), pl.PlasticityRule)

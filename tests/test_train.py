@@ -6,7 +6,7 @@ from dfa_lib import (
     BP, DFA, FA, MLP, Data, History, TrainingDivergedError, alignment_angles, linear_teacher, logic_gate,
     seed_everything, train,
 )
-from dfa_lib.models import group_mean_fn
+from dfa_lib.averaging import group_mean_fn
 
 
 def small_classification(n=64, d=6, c=3, seed=0):
@@ -102,7 +102,7 @@ def test_early_stop_on_tolerance():
 def test_divergence_names_epoch_and_step():
     seed_everything(0)
     model = MLP([6, 8, 3], hidden="identity", output="identity")
-    with pytest.raises(TrainingDivergedError, match=r"epoch \d+, step \d+"):
+    with pytest.raises(TrainingDivergedError, match=r"epoch \d+, between steps \d+ and \d+"):
         train(model, BP(), small_classification(), epochs=50, batch_size=16, lr=1e3, loss="mse", progress=False)
 
 
@@ -176,3 +176,12 @@ def test_history_records_and_plots():
     matplotlib.use("Agg")
     ax = h.plot()
     assert len(ax.lines) == 2
+
+
+def test_nan_outputs_under_bce_are_reported_as_divergence_not_a_torch_range_error():
+    seed_everything(0)
+    model = MLP([6, 8, 3], hidden="tanh", output="sigmoid")
+    with torch.no_grad():
+        model.layers[0].weight[0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, between steps 1 and"):
+        train(model, DFA(model), small_classification(), epochs=2, batch_size=16, progress=False)

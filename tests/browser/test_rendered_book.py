@@ -1,7 +1,11 @@
 """Open the built HTML book in headless Chromium, page by page.
 
-Fails on a chapter page that is missing, an image that does not load, or a Python
-traceback shown on a page.  Needs the built book (``make book``, or ``make html-check``
+Fails on a chapter page that is missing, an image that does not load, a Python traceback
+shown on a page, mathematics left as raw LaTeX (MathJax must come from the build itself),
+or a request for anything outside the build other than the Colab badge.  Every request
+that leaves the local server is blocked, so the result is the same with or without a
+network.  Screenshots of the introduction and chapter 5 are kept in _build/screenshots
+(or $DFA_BOOK_SCREENSHOTS) for a person to look at.  Needs the built book (``make book``, or ``make html-check``
 which renders the committed notebooks) and Debian's chromium (``apt-get install chromium``);
 Playwright drives it and never downloads a browser of its own.  Outside CI it skips,
 saying why, where either is missing; in CI (``CI=true``) a missing piece is a failure.
@@ -19,7 +23,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = Path(os.environ.get("DFA_BOOK_HTML", ROOT / "_build" / "html"))
+SHOTS = Path(os.environ.get("DFA_BOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The one resource a page may ask for outside the build: the "Open in Colab" badge image.
+ALLOWED_EXTERNAL = ("https://colab.research.google.com/assets/colab-badge.svg",)
+MATHJAX_WAIT_MS = 30_000  # typesetting a chapter takes seconds on a busy 2-core machine
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -35,6 +43,36 @@ def toc_pages() -> list[str]:
     for part in toc.get("parts", []):
         pages += [c["file"] for c in part.get("chapters", [])]
     return [p + ".html" for p in pages]
+
+
+def screenshot_pages() -> list[str]:
+    """The introduction and chapter 5, the pages a person looks at in _build/screenshots."""
+    pages = toc_pages()
+    return [pages[0]] + [p for p in pages if Path(p).name.startswith("05_")]
+
+
+# Wait until MathJax has typeset the page (its startup promise), or say why not.
+WAIT_FOR_MATHJAX = """async (ms) => {
+  const mj = window.MathJax;
+  if (!mj || !mj.startup || !mj.startup.promise) return 'MathJax did not load';
+  const timeout = new Promise(done => setTimeout(() => done('MathJax timed out'), ms));
+  const typeset = mj.startup.promise.then(() => document.fonts.ready).then(() => 'typeset');
+  return Promise.race([typeset, timeout]);
+}"""
+
+# Visible text, outside code, that still holds a TeX delimiter: math MathJax did not typeset.
+RAW_TEX = r"""() => {
+  const found = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement;
+    if (!el || el.closest('pre, code, script, style, textarea, mjx-container')) continue;
+    if (!el.checkVisibility({visibilityProperty: true})) continue;
+    const text = walker.currentNode.textContent;
+    if (/\\\(|\\\[|\$\$/.test(text)) found.push(text.trim().slice(0, 60));
+  }
+  return found;
+}"""
 
 
 def missing(reason: str):
@@ -71,10 +109,21 @@ def browser():
 
 
 @pytest.mark.parametrize("page_path", toc_pages())
-def test_page_renders_with_images_and_no_traceback(server, browser, page_path):
+def test_page_renders_with_images_math_and_no_traceback(server, browser, page_path):
     assert (HTML / page_path).is_file(), f"{page_path} is listed in _toc.yml but was not built"
     page = browser.new_page()
-    failed = []
+    failed, external = [], []
+
+    def local_only(route):
+        url = route.request.url
+        if url.startswith(server):
+            route.continue_()
+            return
+        if not url.startswith(ALLOWED_EXTERNAL):
+            external.append(url)
+        route.abort()
+
+    page.route("**/*", local_only)
     page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(server) else None)
     response = page.goto(f"{server}/{page_path}", wait_until="load")
     assert response is not None and response.ok, f"{page_path}: HTTP {response and response.status}"
@@ -89,6 +138,26 @@ def test_page_renders_with_images_and_no_traceback(server, browser, page_path):
                       .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))""",
     )
     assert not broken, f"{page_path}: images that did not load: {broken}"
+
+    # Mathematics: every math element typeset by MathJax, no TeX delimiters left in sight.
+    n_math = page.locator(".math").count()
+    state = page.evaluate(WAIT_FOR_MATHJAX, MATHJAX_WAIT_MS) if n_math else "no math"
+    page.wait_for_load_state("networkidle")  # fonts and anything MathJax loads late
+    raw = page.evaluate(RAW_TEX)
+    assert not raw, f"{page_path}: math shown as raw LaTeX ({state}): {raw[:3]}"
+    if n_math:
+        untypeset = page.eval_on_selector_all(
+            ".math", "els => els.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60))"
+        )
+        assert page.locator("mjx-container").count() > 0 and not untypeset, (
+            f"{page_path}: {len(untypeset)} of {n_math} math elements not typeset ({state}): {untypeset[:3]}"
+        )
+    if page_path in screenshot_pages():
+        assert n_math, f"{page_path} should show equations"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / (Path(page_path).stem + ".png")), full_page=True)
+
+    assert not external, f"{page_path}: requests for resources outside the build: {external}"
     assert not failed, f"{page_path}: requests that failed: {failed}"
     page.close()
 

@@ -1,9 +1,9 @@
-"""A stacked population trains exactly like its networks trained one by one."""
+"""A block-diagonal stack trains exactly like its networks trained one by one."""
 import pytest
 import torch
 
 from dfa_lib import BP, DFA, FA, MLP, Data, logic_gate, seed_everything, train
-from dfa_lib.population import MaskedSGD, per_model_outputs, stack, unstack
+from dfa_lib.stack import MaskedSGD, per_model_outputs, stack, unstack
 
 
 def make(seed, rule_cls, sizes=(2, 4, 3, 1)):

@@ -1,4 +1,4 @@
-"""Many small networks trained as one: a block-diagonal stack.
+"""Many small networks trained as one: a block-diagonal stack of MLPs.
 
 Success rates over 100 random seeds (chapter 2) would take 100 Python training loops.
 Instead, ``stack(models, rules)`` builds ONE wide MLP that contains every network:
@@ -10,9 +10,11 @@ Instead, ``stack(models, rules)`` builds ONE wide MLP that contains every networ
   hears only its own network's output error.
 
 The loss sums over all outputs, so each block's gradient is exactly its own network's
-gradient; :class:`MaskedSGD` zeroes the off-block gradients so the blocks stay apart.
+gradient; :class:`MaskedSGD` zeroes the off-block gradients so the blocks stay apart
+(it needs ``.grad``, so :func:`dfa_lib.train` gives it the gradient path, never the fused
+plain-SGD one: see :class:`dfa_lib.update.FusedSGD`).
 ``unstack`` reads the networks back out.  Tested against separate runs in
-``tests/test_population.py``.  Introduced in chapter 2 (``book/02_xor_dfa.ipynb``).
+``tests/test_stack.py``.  Introduced in chapter 2 (``book/02_xor_dfa.ipynb``).
 """
 from __future__ import annotations
 
@@ -104,7 +106,11 @@ def per_model_outputs(out: torch.Tensor, n_models: int) -> torch.Tensor:
 
 
 class MaskedSGD(torch.optim.SGD):
-    """Plain SGD that first multiplies each layer's weight gradient by its block mask."""
+    """Plain SGD that first multiplies each layer's weight gradient by its block mask.
+
+    A subclass of SGD on purpose: :func:`dfa_lib.train` takes the fused in-place SGD path only
+    for ``torch.optim.SGD`` itself, so this optimizer always sees ``.grad`` and can mask it.
+    """
 
     def __init__(self, model: MLP, masks: Sequence, lr: float):
         super().__init__(model.parameters(), lr=lr)

@@ -1,0 +1,53 @@
+"""Feedback rules: how the output error reaches each hidden layer.
+
+Every rule in the FA family differs only in the teaching signal ``delta_l`` it gives
+hidden layer ``l`` (row-vector convention, one row per example, ``f'`` the hidden
+activation's derivative, ``e = y_hat - y`` the output error)::
+
+    BP       delta_l = (delta_{l+1} @ W_{l+1})   * f'(a_l)   exact gradient
+    FA       delta_l = (delta_{l+1} @ B_l^T)     * f'(a_l)   B_l fixed, random, shape (n_l, n_{l+1})
+    DFA      delta_l = (e @ B_l^T)               * f'(a_l)   B_l fixed, random, shape (n_l, n_out)
+    shallow  no signal: only the output layer learns
+
+(In column form, as Lillicrap et al. write it: BP sends ``W^T e``, FA sends ``B e``.)
+The output layer always gets ``delta_L = e``.  A rule only produces these signals; turning
+them into weight updates (``dW_l = delta_l^T h_{l-1}``) is :mod:`dfa_lib.update`'s job, the
+same for every rule.
+
+One module per family:
+
+- :mod:`.base`             the :class:`FeedbackRule` interface and the ``f'`` step every rule shares;
+- :mod:`.backprop`         BP and shallow learning (no feedback matrices);
+- :mod:`.random_feedback`  FA and DFA (fixed random matrices, kept as module buffers);
+- :mod:`.sign_symmetry`    uSF, frSF, brSF (the signs of W, with uniform or random magnitudes);
+- :mod:`.kolen_pollack`    Kolen-Pollack (feedback weights that learn W's update);
+- :mod:`.drtp`             DRTP (the target, not the error, projected to every hidden block);
+- :mod:`.graph`            the autograd path that applies any of them to any model of
+                           ``nn.Linear``/``nn.Conv2d`` layers (chapters 10 and 11).
+
+Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
+"""
+from .backprop import BP, Shallow
+from .base import FeedbackRule, times_derivative
+from .drtp import DRTP
+from .graph import learning_layers
+from .kolen_pollack import KolenPollack
+from .random_feedback import DFA, FA, RandomFeedback, fan_in_scale, init_feedback, nokland_scale
+from .sign_symmetry import BRSF, FRSF, USF, SignSymmetry
+
+RULES = {"bp": BP, "fa": FA, "dfa": DFA, "shallow": Shallow, "usf": USF, "frsf": FRSF, "brsf": BRSF,
+         "kp": KolenPollack, "drtp": DRTP}
+
+
+def make_rule(name: str, model, **kwargs) -> FeedbackRule:
+    """Build a rule for ``model`` by name: one of ``RULES`` (case does not matter)."""
+    key = name.lower()
+    if key not in RULES:
+        raise ValueError(f"unknown rule {name!r}; choose one of {sorted(RULES)}")
+    cls = RULES[key]
+    return cls(model, **kwargs)
+
+
+__all__ = ["BP", "Shallow", "FA", "DFA", "USF", "FRSF", "BRSF", "SignSymmetry", "KolenPollack", "DRTP",
+           "FeedbackRule", "RandomFeedback", "RULES", "make_rule", "learning_layers",
+           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative"]

@@ -1,0 +1,243 @@
+"""Random feedback: feedback alignment (FA) and direct feedback alignment (DFA).
+
+Both replace the transposed forward weights of backpropagation by fixed random matrices,
+kept as module buffers (so ``state_dict``, ``.to(device)`` and seeding just work)::
+
+    FA    delta_l = (delta_{l+1} @ B_l^T) * f'(a_l)    B_l: (n_l, n_{l+1}), the shape of W_{l+1}^T
+    DFA   delta_l = (e @ B_l^T)           * f'(a_l)    B_l: (n_l, n_out)
+
+DFA forms all hidden signals with ONE matrix product ``e @ [B_1; ...; B_{L-1}]^T`` and never
+runs the backward chain.  On any model (:mod:`.graph`) FA's ``B`` is the backward weight of every
+learning layer after the first (for a conv layer a fixed random kernel of the weight's shape), and
+DFA's ``B_l`` maps the output error to block ``l``'s output, whatever its shape (C x H x W after a
+conv block).  FA is introduced in chapter 1, DFA in chapter 2, the feedback
+scales of the seeds and of Nøkland 2016 in chapters 3 and 5, both on any model in chapters 10-11.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence, Union
+
+import torch
+
+import torch.nn as nn
+
+from ..checks import FeedbackChecks  # issue 10: checked B assignment, sizes in state_dict
+from ..models import MLP
+from .base import FeedbackRule, times_derivative
+from .graph import input_gradient, layer_io_shapes, learning_layers
+
+Scale = Union[float, Callable[[tuple], float]]
+
+
+def init_feedback(
+    shape: tuple, dist: str = "uniform", scale: Scale = 0.5, generator: torch.Generator | None = None, dtype=None
+) -> torch.Tensor:
+    """A random feedback matrix.
+
+    Args:
+        dist: ``"uniform"`` for U[-scale, scale] (Lillicrap: 0.5) or ``"normal"`` for
+            N(0, scale), scale being the standard deviation (seed 001: 1.9; seed 003: 0.01).
+        scale: a number, or a function of the matrix shape returning one, e.g.
+            Nøkland's ``lambda shape: 1 / math.sqrt(shape[1])``.
+    """
+    s = float(scale(tuple(shape)) if callable(scale) else scale)
+    if not math.isfinite(s) or s < 0:
+        raise ValueError(f"feedback scale must be a finite number >= 0, got {s}")
+    dtype = dtype or torch.get_default_dtype()
+    if dist == "uniform":
+        return (torch.rand(*shape, generator=generator, dtype=dtype) * 2 - 1) * s
+    if dist == "normal":
+        return torch.randn(*shape, generator=generator, dtype=dtype) * s
+    raise ValueError(f"unknown feedback distribution {dist!r}; choose 'uniform' or 'normal'")
+
+
+def nokland_scale(shape: tuple) -> float:
+    """1/sqrt(fan-in of the feedback matrix): Nøkland 2016's U[-1/sqrt(n), 1/sqrt(n)]."""
+    return 1.0 / math.sqrt(shape[1])
+
+
+class RandomFeedback(FeedbackChecks, FeedbackRule):  # issue 10: FeedbackChecks
+    """Shared machinery of FA and DFA: fixed random matrices kept as module buffers.
+
+    ``scale=None`` means 0.5 on an MLP (Lillicrap's U[-0.5, 0.5]) and, on any other model,
+    ``1/sqrt(fan-in)`` of the matrix, the range of PyTorch's own default initialisation.
+    """
+
+    has_fast_path = True
+    needs_block_shapes = False  # DFA: the shapes of the block outputs it sends signals to
+
+    def __init__(self, model: nn.Module, dist: str, scale, generator: torch.Generator | None,
+                 path: str = "auto", example_input: torch.Tensor | None = None):
+        super().__init__()
+        self.is_mlp = isinstance(model, MLP)
+        if self.is_mlp:
+            if model.n_hidden == 0:
+                raise ValueError(f"{type(self).__name__} needs at least one hidden layer; sizes are {model.sizes}")
+            self.sizes = list(model.sizes)
+            in_shapes, out_shape = [(n,) for n in self.sizes[:-1]], (self.sizes[-1],)
+        else:
+            self.sizes = None
+            layers = learning_layers(model)
+            if len(layers) < 2:
+                raise ValueError(f"{type(self).__name__} needs at least two learning layers (one hidden block)")
+            if self.needs_block_shapes:
+                in_shapes, out_shape = layer_io_shapes(model, example_input)
+            else:  # FA needs only the weights' shapes
+                in_shapes, out_shape = [None] * len(layers), None
+        self.layer_kinds = [type(l).__name__ for l in learning_layers(model)]
+        self.weight_shapes = [tuple(l.weight.shape) for l in learning_layers(model)]
+        self.block_shapes = [None if s is None else tuple(s) for s in in_shapes[1:]]
+        self.out_shape = None if out_shape is None else tuple(out_shape)
+        if scale is None:
+            scale = 0.5 if self.is_mlp else fan_in_scale
+        self.dist, self.scale = dist, scale
+        self.reset_feedback(generator)
+        self._choose_path(model, path)
+
+    def expected_shapes(self) -> list:
+        raise NotImplementedError
+
+    def _shape_meaning(self, l: int) -> str:
+        raise NotImplementedError
+
+    def _architecture(self) -> str:
+        return f"sizes {self.sizes}" if self.is_mlp else f"learning layers {self.layer_kinds}"
+
+    def reset_feedback(self, generator: torch.Generator | None = None) -> None:
+        """Draw new feedback matrices from the rule's distribution."""
+        device = next(iter(self.buffers()), torch.empty(0)).device
+        mats = [init_feedback(s, self.dist, self.scale, generator) for s in self.expected_shapes()]
+        self._store([m.to(device) for m in mats])
+
+    def set_feedback(self, matrices: Sequence[torch.Tensor]) -> None:
+        """Replace the feedback matrices, one per hidden block, after checking their shapes."""
+        matrices = list(matrices)
+        shapes = self.expected_shapes()
+        if len(matrices) != len(shapes):
+            raise ValueError(
+                f"{self.name} needs one feedback matrix per hidden layer: {len(shapes)} for "
+                f"{self._architecture()}; got {len(matrices)}"
+            )
+        for l, (m, s) in enumerate(zip(matrices, shapes), start=1):
+            if tuple(m.shape) != tuple(s):
+                raise ValueError(
+                    f"{self.name} feedback matrix for hidden layer {l} must have shape {tuple(s)} = "
+                    f"{self._shape_meaning(l)}; got {tuple(m.shape)}"
+                )
+        ref = next(iter(self.buffers()))
+        self._store([m.detach().to(device=ref.device, dtype=ref.dtype) for m in matrices])
+
+    def _check_model(self, model: MLP) -> None:
+        if list(model.sizes) != self.sizes:
+            raise ValueError(f"{self.name} was built for sizes {self.sizes}, but the model has sizes {model.sizes}")
+
+
+def fan_in_scale(shape: tuple) -> float:
+    """1/sqrt(fan-in) of a backward weight stored as W^T (Linear) or in W's shape (conv): PyTorch's default range."""
+    fan_in = shape[1] if len(shape) == 2 else math.prod(shape[1:])
+    return 1.0 / math.sqrt(fan_in)
+
+
+class FA(RandomFeedback):
+    """Feedback alignment (Lillicrap et al. 2016): a fixed random B_l replaces W_{l+1}^T.
+
+    ``feedback[l-1]`` has the shape of ``W_{l+1}^T``: (n_l, n_{l+1}) for a Linear layer, and the
+    shape of the weight itself for a conv layer (the kernel used in place of W when the signal is
+    sent down).  Setting each to the (transposed) next forward weight gives exactly backpropagation.
+    """
+
+    name = "FA"
+
+    def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale | None = None, generator=None,
+                 path: str = "auto", example_input=None):
+        super().__init__(model, dist, scale, generator, path, example_input)
+
+    def expected_shapes(self):
+        return [(s[1], s[0]) if kind == "Linear" else s
+                for kind, s in zip(self.layer_kinds[1:], self.weight_shapes[1:])]
+
+    def _shape_meaning(self, l):
+        if self.layer_kinds[l] == "Conv2d":
+            return f"the shape of conv layer {l + 1}'s weight"
+        return f"(width of layer {l}, width of layer {l + 1}), the shape of W_{l + 1}^T"
+
+    def _store(self, mats):
+        for l, m in enumerate(mats, start=1):
+            self.register_buffer(f"B{l}", m)
+
+    @property
+    def feedback(self) -> list:
+        return [getattr(self, f"B{l}") for l in range(1, len(self.layer_kinds))]
+
+    def feedback_weights(self) -> list:
+        return [B.T if kind == "Linear" else B for kind, B in zip(self.layer_kinds[1:], self.feedback)]
+
+    def signals(self, model, cache, e):
+        self._check_model(model)
+        deltas = [e]
+        for l, B in zip(range(model.n_hidden, 0, -1), reversed(self.feedback)):
+            deltas.insert(0, times_derivative(model, cache, l, deltas[0] @ B.T))
+        return deltas
+
+    def tap(self, k, graph):
+        if k == 0:
+            return None, ()
+        layer, x = graph.layers[k], graph.inputs[k]
+        B = self.feedback_weights()[k - 1]
+        return (lambda g: (input_gradient(layer, B, g, x.shape),)), (x,)
+
+
+class DFA(RandomFeedback):
+    """Direct feedback alignment (Nøkland 2016): the output error goes straight to every layer.
+
+    All hidden blocks' matrices are rows of ONE buffer ``B`` of shape (n_1 + ... + n_{L-1}, n_out);
+    ``feedback[l-1]`` is the (n_l, n_out) view for hidden block l, n_l being the number of entries
+    of the block's output (C*H*W after a conv block).  One matmul ``e @ B^T`` gives every block its
+    signal.  With one hidden layer and ``B = W_2^T`` DFA is exactly BP.  On a model with conv
+    layers pass ``example_input=x[:1]`` so the block shapes are known.
+    """
+
+    name = "DFA"
+    needs_block_shapes = True
+
+    def __init__(self, model: nn.Module, dist: str = "normal", scale: Scale = 1.9, generator=None,
+                 path: str = "auto", example_input=None):
+        super().__init__(model, dist, scale, generator, path, example_input)
+
+    @property
+    def block_sizes(self) -> list:
+        return [math.prod(s) for s in self.block_shapes]
+
+    def expected_shapes(self):
+        return [(n, math.prod(self.out_shape)) for n in self.block_sizes]
+
+    def _shape_meaning(self, l):
+        return f"(width of hidden layer {l}, width of the output)"
+
+    def _store(self, mats):
+        self.register_buffer("B", torch.cat(mats, dim=0))
+
+    @property
+    def feedback(self) -> list:
+        return list(torch.split(self.B, self.block_sizes, dim=0))
+
+    def feedback_weights(self) -> list:
+        return [None] * len(self.block_shapes)
+
+    def signals(self, model, cache, e):
+        self._check_model(model)
+        projected = torch.split(e @ self.B.T, self.sizes[1:-1], dim=1)  # the one matmul
+        hidden = [times_derivative(model, cache, l, p) for l, p in enumerate(projected, start=1)]
+        return hidden + [e]
+
+    def direct_signals(self, source: torch.Tensor, kept: list) -> tuple:
+        """``source @ B^T`` (one matmul), split and reshaped to the kept block outputs' shapes."""
+        projected = torch.split(source.reshape(len(source), -1) @ self.B.T, self.block_sizes, dim=1)
+        return tuple(p.reshape(x.shape) for p, x in zip(projected, kept))
+
+    def tap(self, k, graph):
+        if k != graph.n_layers - 1:
+            return None, ()
+        kept = graph.inputs[1:]
+        return (lambda g: self.direct_signals(g, kept)), tuple(kept)

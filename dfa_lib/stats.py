@@ -1,0 +1,36 @@
+"""Confidence intervals for success rates over many random networks.
+
+Introduced in chapter 8 (``book/08_hebbian.ipynb``); chapter 9 uses them too.
+"""
+from __future__ import annotations
+
+import math
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n`` (95 % for the default ``z``).
+
+    .. math::
+
+        \\frac{\\hat p + \\frac{z^2}{2n} \\pm z\\sqrt{\\frac{\\hat p(1-\\hat p)}{n} + \\frac{z^2}{4n^2}}}{1 + \\frac{z^2}{n}}
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at ``k = 0``.
+
+    Introduced in chapter 8 (``book/08_hebbian.ipynb``).
+    """
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k must lie in [0, n] = [0, {n}], got {k}")
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lower = 0.0 if k == 0 else max(0.0, centre - half)
+    upper = 1.0 if k == n else min(1.0, centre + half)
+    return lower, upper
+
+
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """True when the closed intervals ``a`` and ``b`` share at least one point."""
+    return a[0] <= b[1] and b[0] <= a[1]

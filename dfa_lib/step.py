@@ -1,0 +1,129 @@
+"""One training step: forward, output error, the rule's signals, the update.
+
+The step is the data flow of the book for one mini-batch::
+
+    cache = model.forward_cached(x)             what every layer saw and computed
+    (cache, y) = averaging(cache, y)            only for seed 001's averaged loops (chapter 4)
+    e = output_error(loss, ..., y)              dl/da_L, the same for every rule
+    deltas = rule.signals(model, cache, e)      one teaching signal per layer (dfa_lib.rules)
+    update(model, cache, deltas, scale)         dW_l = delta_l^T h_{l-1} (dfa_lib.update)
+
+That is :class:`Step`, the MLP fast path.  Any other model (or a rule without a fast path)
+takes :class:`AutogradStep`: ``model(x)``, the loss, ``loss.backward()`` with the rule's hooks
+deciding every hidden gradient (:mod:`dfa_lib.rules.graph`), ``optimizer.step()``.
+
+Loss and error sums stay on the device (:class:`EpochSums`), so a step never waits for the
+GPU; the loop reads them, and the divergence flag, every few hundred steps.  The loop over
+batches and epochs is :func:`dfa_lib.train.train`.  Chapter 3 walks through one step,
+chapter 10 through the autograd step.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .losses import output_error, per_example_loss, per_example_loss_of_scores, predictions_of_scores
+from .metrics import error_sum
+from .models import MLP
+from .rules import FeedbackRule
+from .targets import Targets
+
+
+class TrainingDivergedError(RuntimeError):
+    """The run produced non-finite outputs or weights (names the epoch and the steps)."""
+
+
+class EpochSums:
+    """Running sums of one epoch on the device: loss, errors, and whether anything went non-finite."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.errors = torch.zeros((), device=device, dtype=torch.float64)
+        self.nonfinite = torch.zeros((), device=device, dtype=torch.bool)
+
+    def add(self, loss: str, out: torch.Tensor, batch: Targets) -> None:
+        self.add_losses(per_example_loss(loss, out, batch.values), out, batch)
+
+    def add_losses(self, losses: torch.Tensor, out: torch.Tensor, batch: Targets) -> None:
+        """Add a batch's per-example ``losses`` and the errors of its outputs ``out``."""
+        self.loss += losses.sum()
+        self.errors += error_sum(out, batch)
+        self.nonfinite |= ~torch.isfinite(out.sum())  # NaN or inf anywhere in the outputs
+
+    def diverged(self, model: MLP) -> bool:
+        """Host-side check (one synchronisation): non-finite outputs so far, or non-finite weights now."""
+        weights_ok = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        return bool(self.nonfinite | ~weights_ok)
+
+
+class Step:
+    """One configured training step; call it with a mini-batch ``(x, targets)``.
+
+    Args:
+        averaging: ``None`` or a transform from :func:`dfa_lib.averaging.make_averaging`.
+        update: an updater from :func:`dfa_lib.update.make_updater`.
+        reduction: ``"mean"`` scales the update by ``1/rows`` (rows after averaging), ``"sum"`` does not.
+        on_step: ``on_step(history, epoch, step, model, cache, e, signals)``, before the weights change.
+    """
+
+    def __init__(self, model: MLP, rule: FeedbackRule, loss: str, update: Callable, averaging: Callable | None = None,
+                 reduction: str = "mean", on_step: Callable | None = None):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.model, self.rule, self.loss, self.update = model, rule, loss, update
+        self.averaging, self.mean, self.on_step = averaging, reduction == "mean", on_step
+
+    def __call__(self, x: torch.Tensor, batch: Targets, sums: EpochSums, callback_args: tuple = ()) -> None:
+        model = self.model
+        cache = model.forward_cached(x)
+        sums.add(self.loss, cache.out, batch)
+        y = batch.values
+        if self.averaging is not None:
+            cache, y = self.averaging(cache, batch)
+        e = output_error(self.loss, model.output_name, cache.pre[-1], cache.out, y)
+        signals = self.rule.signals(model, cache, e)
+        if self.on_step is not None:
+            self.on_step(*callback_args, model, cache, e, signals)
+        self.update(model, cache, signals, 1.0 / len(e) if self.mean else 1.0)
+
+
+class AutogradStep:
+    """One training step of any model through autograd: the rule acts through its hooks.
+
+    ``model(x)`` returns scores (logits) unless it is an :class:`~dfa_lib.models.MLP`, whose output
+    function is part of the model; the loss, ``loss.backward()`` and ``optimizer.step()`` are
+    what a plain PyTorch loop does, plus ``rule.observe_target`` for DRTP.
+
+    Args:
+        frozen: parameters that must not change (their gradients are dropped before the step).
+        on_step: ``on_step(history, epoch, step, model, None, None, None)`` after the backward pass.
+    """
+
+    def __init__(self, model: torch.nn.Module, rule: FeedbackRule, loss: str, optimizer: torch.optim.Optimizer,
+                 reduction: str = "mean", frozen=(), on_step: Callable | None = None):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.model, self.rule, self.loss, self.optimizer = model, rule, loss, optimizer
+        self.mean, self.frozen, self.on_step = reduction == "mean", list(frozen), on_step
+        self.scores = not isinstance(model, MLP)
+
+    def losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.scores:
+            return per_example_loss_of_scores(self.loss, out, y)
+        return per_example_loss(self.loss, out, y)
+
+    def __call__(self, x: torch.Tensor, batch: Targets, sums: EpochSums, callback_args: tuple = ()) -> None:
+        scale = 1.0 / len(x) if self.mean else 1.0
+        self.rule.observe_target(batch.values, scale)
+        out = self.model(x)
+        losses = self.losses(out, batch.values)
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses.sum() * scale).backward()
+        for p in self.frozen:
+            p.grad = None
+        if self.on_step is not None:
+            self.on_step(*callback_args, self.model, None, None, None)
+        self.optimizer.step()
+        out = out.detach()
+        sums.add_losses(losses.detach(), predictions_of_scores(self.loss, out) if self.scores else out, batch)
