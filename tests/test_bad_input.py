@@ -49,16 +49,19 @@ def fit(data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="sigmoid", **
 
 
 # --------------------------------------------------------------------------- 1. a diverged run stops
-DIVERGE = pytest.mark.xfail(strict=False, reason="divergence check lands with the train-loop restructure")
+# The train loop's on-device check sees non-finite outputs and weights. A saturated sigmoid or
+# softmax output (exactly 0 or 1 on the wrong side) keeps both finite while the unclamped BCE/CE
+# is infinite: the issue's own MNIST run. Not detected yet; the lead decides how.
+SATURATED = pytest.mark.xfail(strict=False, reason="saturated outputs (infinite unclamped loss, finite weights) "
+                                                   "are not detected by the divergence check yet")
 
 
-@DIVERGE
 @pytest.mark.parametrize(
     "loss,output,lr,scale",
     [
         # saturated outputs: clamped BCE / CE stay finite while the unclamped loss is infinite
-        ("bce", "sigmoid", 1e3, 1.0),
-        ("ce", "softmax", 1e3, 1.0),
+        pytest.param("bce", "sigmoid", 1e3, 1.0, marks=SATURATED),
+        pytest.param("ce", "softmax", 1e3, 1.0, marks=SATURATED),
         # weights overflow to inf, outputs turn NaN (today: torch's "between 0 and 1" error for BCE)
         ("bce", "sigmoid", 1e38, 100.0),
         ("ce", "softmax", 1e38, 100.0),
@@ -75,7 +78,6 @@ def test_1_diverged_run_raises_for_every_loss(loss, output, lr, scale):
     assert "epoch" in message and "step" in message, message
 
 
-@DIVERGE
 def test_1_diverged_regression_run_raises():
     """A regression-sized run (chapter 1's linear task) whose squared error blows up."""
     data, _ = linear_teacher(n_in=30, n_out=10, n_samples=100, seed=0)
@@ -87,7 +89,7 @@ def test_1_diverged_regression_run_raises():
     assert "step" in str(err.value)
 
 
-@DIVERGE
+@SATURATED
 @pytest.mark.skipif(not MNIST_DIR, reason="needs DFA_MNIST_DIR")
 def test_1_issue_reproduction_mnist_dfa_lr_1e3():
     """The issue's run: MNIST subset, MLP([784, 128, 128, 10]), DFA, lr=1e3: outputs saturate to exactly 0 or 1."""
@@ -99,7 +101,6 @@ def test_1_issue_reproduction_mnist_dfa_lr_1e3():
     assert "step" in str(err.value)
 
 
-@DIVERGE
 def test_1_divergence_check_does_not_read_the_device_every_step(monkeypatch):
     """The check must stay on the device: no host synchronisation per step (read once per epoch or every few
     hundred steps), so that a GPU run is not slowed.  Counted here as reads of tensor values on the host."""
