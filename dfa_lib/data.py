@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -34,6 +35,14 @@ class Data:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+
+    def __post_init__(self):
+        for f in fields(self):  # numpy arrays become tensors (a copy); tensors are kept as they are
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                setattr(self, f.name, torch.from_numpy(np.array(value, copy=True)))
+            elif not torch.is_tensor(value):
+                raise TypeError(f"Data.{f.name} must be a torch.Tensor or a numpy array, got {type(value).__name__}")
 
     def to(self, device) -> "Data":
         return Data(*(getattr(self, f.name).to(device) for f in fields(self)))
@@ -108,19 +117,43 @@ class MNISTNotFoundError(FileNotFoundError):
     """MNIST is neither in the folder named by ``DFA_MNIST_DIR`` nor downloadable."""
 
 
+_REDOWNLOAD = "delete it and download it again (e.g. from https://ossci-datasets.s3.amazonaws.com/mnist/)"
+
+
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (EOFError, OSError, zlib.error) as exc:  # a cut-off download, or not gzip at all
+        raise ValueError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); {_REDOWNLOAD}") from exc
     magic = int.from_bytes(raw[0:4], "big")
-    if magic >> 8 != 0x08:  # 0x08 = unsigned byte data
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic number {magic:#x})")
+    if len(raw) < 4 or magic >> 8 != 0x08:  # 0x08 = unsigned byte data
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic number {magic:#x}); {_REDOWNLOAD}")
     ndim = magic & 0xFF
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: its header is cut off; {_REDOWNLOAD}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values")
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values; {_REDOWNLOAD}")
     return data.reshape(shape)
+
+
+def _check_mnist_counts(arrays: dict, paths: dict | None = None) -> None:
+    """Each split needs as many labels as images (60 000 and 10 000 in MNIST)."""
+    for split in ("train", "test"):
+        n_images, n_labels = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if n_images != n_labels:
+            names = (
+                f"{paths[f'{split}_images']} and {paths[f'{split}_labels']}"
+                if paths
+                else f"the {split} images and labels"
+            )
+            raise ValueError(
+                f"{names} disagree: {n_images} images but {n_labels} labels. The files do not belong together "
+                f"(a test file in place of a training file?) or one is incomplete; {_REDOWNLOAD}"
+            )
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -138,7 +171,9 @@ def _mnist_from_folder(folder: Path) -> dict[str, np.ndarray] | None:
     missing = [_MNIST_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         raise MNISTNotFoundError(f"MNIST folder {folder} lacks {', '.join(missing)} (.gz or not)")
-    return {key: _read_idx(p) for key, p in paths.items()}
+    arrays = {key: _read_idx(p) for key, p in paths.items()}
+    _check_mnist_counts(arrays, paths)
+    return arrays
 
 
 def _mnist_from_torchvision(root: Path) -> dict[str, np.ndarray]:

@@ -13,7 +13,9 @@ class History:
     """Per-epoch metrics of one run.  Entry 0 is the untrained network when ``eval_initial``.
 
     Errors are fractions (multiply by 100 for %); for regression they are normalised
-    squared errors.  ``records`` holds anything a callback adds (e.g. alignment angles).
+    squared errors.  ``target_kind`` says which the run used: ``"classification"``,
+    ``"binary"`` or ``"regression"`` (see :mod:`dfa_lib.targets`; force it with
+    ``train(..., kind=...)``).  ``records`` holds anything a callback adds (e.g. alignment angles).
     """
 
     rule: str
@@ -25,6 +27,7 @@ class History:
     records: dict = field(default_factory=dict)
     stopped_early: str | None = None
     seconds: float = 0.0
+    target_kind: str | None = None
 
     def record(self, key: str, value) -> None:
         """Append ``value`` to ``records[key]`` (used by callbacks)."""

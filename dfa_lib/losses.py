@@ -21,9 +21,27 @@ LOSSES = ("bce", "ce", "mse")
 _MATCHED = {("sigmoid", "bce"), ("softmax", "ce"), ("identity", "mse")}
 
 
-def check_loss(name: str) -> str:
+# The outputs each loss can take.  BCE needs every output in (0, 1); CE needs a probability
+# distribution over the outputs.  Another output would be clamped into range by
+# per_example_loss and its error zeroed there, so the network would silently learn nothing.
+# Squared error takes any output (seed 000 pairs it with tanh).
+OUTPUTS_FOR_LOSS = {"bce": ("sigmoid", "softmax"), "ce": ("softmax",)}
+_OUTPUT_RANGE = {"identity": "any real number", "tanh": "(-1, 1)", "sigmoid": "(0, 1) per unit"}
+
+
+def check_loss(name: str, output: str | None = None) -> str:
+    """Check a loss name and, given the model's output function, that the loss can take that output."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    allowed = OUTPUTS_FOR_LOSS.get(name)
+    if output is not None and allowed is not None and output not in allowed:
+        need = "every output in (0, 1)" if name == "bce" else "outputs that form a probability distribution"
+        raise ValueError(
+            f"loss={name!r} needs {need}, but output={output!r} gives {_OUTPUT_RANGE.get(output, 'other values')}: "
+            f"out-of-range outputs would be clamped and their error set to zero, so the network would not learn. "
+            f"Use a matched pair (MLP's output= and train's loss=): output='sigmoid' with loss='bce', "
+            f"output='softmax' with loss='ce', or output='identity' with loss='mse' (loss='mse' takes any output)"
+        )
     return name
 
 

@@ -90,11 +90,18 @@ def alignment_from_cache(model: MLP, cache: ForwardCache, e: torch.Tensor, signa
 def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str = "bce") -> dict:
     """Angles between ``rule``'s hidden signals/updates and BP's on a batch ``(x, y)``.
 
-    ``y`` may be class indices, one-hot rows or real targets, as for training.
+    ``y`` may be class indices, one-hot rows or real targets, as for training.  As
+    :func:`dfa_lib.train` does, ``x`` and the rule's matrices are converted to the model's
+    dtype and device.
     """
-    from .losses import output_error
-    from .targets import prepare_targets
+    from .losses import check_loss, output_error
+    from .targets import _as_tensor, prepare_targets
 
+    check_loss(loss, model.output_name)
+    param = next(model.parameters())
+    x = x.to(param.device, param.dtype)  # no copy when they match already
+    rule.to(device=param.device, dtype=param.dtype)
+    y = _as_tensor(y).to(param.device)
     t = prepare_targets(y, model.sizes[-1], loss, len(x), dtype=x.dtype)
     cache = model.forward_cached(x)
     e = output_error(loss, model.output_name, cache.pre[-1], cache.out, t.values)

@@ -32,18 +32,45 @@ class Activation:
     from_pre: Callable[[torch.Tensor], torch.Tensor]
 
 
+# Module-level functions, not lambdas, so that models pickle (torch.save(model), multiprocessing).
+def _identity(a: torch.Tensor) -> torch.Tensor:
+    return a
+
+
+def _tanh_from_output(h: torch.Tensor) -> torch.Tensor:
+    return 1 - h * h
+
+
+def _tanh_from_pre(a: torch.Tensor) -> torch.Tensor:
+    return 1 - torch.tanh(a) ** 2
+
+
+def _sigmoid_from_output(h: torch.Tensor) -> torch.Tensor:
+    return h * (1 - h)
+
+
+def _sigmoid_from_pre(a: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(a) * (1 - torch.sigmoid(a))
+
+
+def _relu_derivative(t: torch.Tensor) -> torch.Tensor:
+    return (t > 0).to(t.dtype)
+
+
+def _softmax(a: torch.Tensor) -> torch.Tensor:
+    return F.softmax(a, dim=-1)
+
+
 ACTIVATIONS = {
-    "tanh": Activation("tanh", torch.tanh, lambda h: 1 - h * h, lambda a: 1 - torch.tanh(a) ** 2),
-    "sigmoid": Activation(
-        "sigmoid", torch.sigmoid, lambda h: h * (1 - h), lambda a: torch.sigmoid(a) * (1 - torch.sigmoid(a))
-    ),
-    "relu": Activation("relu", torch.relu, lambda h: (h > 0).to(h.dtype), lambda a: (a > 0).to(a.dtype)),
-    "identity": Activation("identity", lambda a: a, torch.ones_like, torch.ones_like),
+    "tanh": Activation("tanh", torch.tanh, _tanh_from_output, _tanh_from_pre),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_from_output, _sigmoid_from_pre),
+    "relu": Activation("relu", torch.relu, _relu_derivative, _relu_derivative),
+    "identity": Activation("identity", _identity, torch.ones_like, torch.ones_like),
 }
 OUTPUT_FUNCTIONS = {
     "sigmoid": torch.sigmoid,
-    "identity": lambda a: a,
-    "softmax": lambda a: F.softmax(a, dim=-1),
+    "identity": _identity,
+    "softmax": _softmax,
     "tanh": torch.tanh,
 }
 
@@ -159,25 +186,46 @@ class MLP(nn.Module):
                 f"got {tuple(x.shape)}"
             )
 
+    def _explain_failure(self, x: torch.Tensor, err: RuntimeError) -> None:
+        """After torch refused the input: raise a clear error if its dtype or device is not the model's."""
+        w = self.layers[0].weight
+        if x.dtype != w.dtype:
+            raise TypeError(
+                f"input is {x.dtype} but the model's weights are {w.dtype}: convert one to the other, e.g. "
+                f"x.to({w.dtype}) or model.to({x.dtype}) (train() converts the data to the model's dtype itself)"
+            ) from err
+        if x.device != w.device:
+            raise ValueError(
+                f"input is on {x.device} but the model is on {w.device}: move one of them, e.g. x.to({str(w.device)!r})"
+            ) from err
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        h = x
-        for layer in self.layers[:-1]:
-            h = self.activation.fn(layer(h))
-        return self.output_fn(self.layers[-1](h))
+        try:  # free when nothing fails: the dtype check runs only after torch has raised
+            h = x
+            for layer in self.layers[:-1]:
+                h = self.activation.fn(layer(h))
+            return self.output_fn(self.layers[-1](h))
+        except RuntimeError as err:
+            self._explain_failure(x, err)
+            raise
 
     def forward_cached(self, x: torch.Tensor) -> ForwardCache:
         """Forward pass that keeps every layer's input and pre-activation (no autograd graph)."""
         self._check_input(x)
-        with torch.no_grad():
-            inputs, pre = [x], []
-            for layer in self.layers[:-1]:
-                a = layer(inputs[-1])
-                pre.append(a)
-                inputs.append(self.activation.fn(a))
-            a_out = self.layers[-1](inputs[-1])
-            pre.append(a_out)
-            return ForwardCache(inputs, pre, self.output_fn(a_out))
+        try:
+            with torch.no_grad():
+                inputs, pre = [x], []
+                for layer in self.layers[:-1]:
+                    a = layer(inputs[-1])
+                    pre.append(a)
+                    inputs.append(self.activation.fn(a))
+                a_out = self.layers[-1](inputs[-1])
+                pre.append(a_out)
+                return ForwardCache(inputs, pre, self.output_fn(a_out))
+        except RuntimeError as err:
+            self._explain_failure(x, err)
+            raise
 
     def hidden_derivative(self, cache: ForwardCache, l: int) -> torch.Tensor:
         """f'(a_l) for hidden layer ``l`` (1-based), from ``h_l`` when the cache allows it."""

@@ -12,7 +12,6 @@ layers in chapter 6.
 """
 from __future__ import annotations
 
-import numbers
 import time
 from contextlib import contextmanager
 from typing import Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from .averaging import make_averaging
+from .checks import check_epochs, check_inputs  # issue 10
 from .data import Data
 from .history import History
 from .losses import check_loss, per_example_loss, per_example_loss_of_scores, predictions_of_scores
@@ -95,7 +95,9 @@ def train(
         frozen: 1-based indices of (learning) layers that must not change (seed 003 freezes layer 1).
         tol: stop early when the training error changes by at most ``tol`` between epochs.
         generator: random stream for shuffling (default: a fresh one from torch's global RNG).
-        kind: force the target kind (``"regression"``, ...); inferred when None.
+        kind: force the target kind: ``"classification"``, ``"binary"`` or ``"regression"``; inferred
+            when None (``history.target_kind`` records it).  Float targets that look like class codes
+            but are read as regression under ``loss="mse"`` give a warning.
         on_step: ``on_step(history, epoch, step, model, cache, e, signals)`` after every step's
             signals, before the weights change (e.g. to record alignment, chapter 1); on the
             autograd path ``cache``, ``e`` and ``signals`` are None.
@@ -104,18 +106,20 @@ def train(
 
     Raises:
         TrainingDivergedError: outputs or weights became NaN or infinite (names the epoch and steps).
+        ValueError: a bad argument or input (each message names the problem); see the README's
+            "When something goes wrong".
     """
-    check_loss(loss)
+    check_loss(loss, getattr(model, "output_name", None))  # issue 10: an output the loss cannot take
     layers = model.layers if isinstance(model, MLP) else learning_layers(model)
     bad = [l for l in frozen if not 1 <= l <= len(layers)]
     if bad:
         raise ValueError(f"frozen layers must be 1-based indices in 1..{len(layers)}; got {bad}")
-    if not isinstance(epochs, numbers.Integral) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    epochs = check_epochs(epochs)  # issue 10: any integral type, not bool
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     rule.to(device=device, dtype=dtype)
     x_train, x_test = data.x_train.to(device, dtype), data.x_test.to(device, dtype)
+    check_inputs(x_train, x_test)  # issue 10: empty sets, NaN/inf rows (once, not per step)
     n_out = _output_width(model, x_train)
     t_train = prepare_targets(data.y_train.to(device), n_out, loss, len(x_train), dtype, kind)
     t_test = prepare_targets(data.y_test.to(device), n_out, loss, len(x_test), dtype, t_train.kind)
@@ -140,7 +144,7 @@ def train(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-    history = History(rule=getattr(rule, "name", type(rule).__name__))
+    history = History(rule=getattr(rule, "name", type(rule).__name__), target_kind=t_train.kind)
     error_norm = (t_train.values**2).sum().item() if t_train.kind == "regression" else n
 
     def check(sums: EpochSums, ep: int, first: int, last: int) -> None:

@@ -22,6 +22,7 @@ import torch
 
 import torch.nn as nn
 
+from ..checks import FeedbackChecks  # issue 10: checked B assignment, sizes in state_dict
 from ..models import MLP
 from .base import FeedbackRule, times_derivative
 from .graph import input_gradient, layer_io_shapes, learning_layers
@@ -56,7 +57,7 @@ def nokland_scale(shape: tuple) -> float:
     return 1.0 / math.sqrt(shape[1])
 
 
-class RandomFeedback(FeedbackRule):
+class RandomFeedback(FeedbackChecks, FeedbackRule):  # issue 10: FeedbackChecks
     """Shared machinery of FA and DFA: fixed random matrices kept as module buffers.
 
     ``scale=None`` means 0.5 on an MLP (Lillicrap's U[-0.5, 0.5]) and, on any other model,
