@@ -286,3 +286,16 @@ def test_the_own_loop_needs_no_extra_line():
         F.cross_entropy(model(x), y).backward()
         opt.step()
     assert F.cross_entropy(model(x), y).item() < 0.5 * first
+
+
+@pytest.mark.parametrize("Rule", [FA, USF, FRSF, KolenPollack, Shallow, DFA, DRTP])
+def test_a_model_with_its_rule_survives_a_save_and_load(Rule, tmp_path):
+    model, (x, y) = lenet(), batch()
+    rule = Rule(model, example_input=x[:1]) if Rule in (DFA, DRTP) else Rule(model)
+    before = grads(model, x, y, rule)
+    torch.save((model, rule), tmp_path / "run.pt")
+    model2, rule2 = torch.load(tmp_path / "run.pt", weights_only=False)
+    assert_same(grads(model2, x, y, rule2), before)
+    if Rule is KolenPollack:  # the gradient hooks are back, once
+        B, w = rule2.backward[0], learning_layers(model2)[1].weight
+        torch.testing.assert_close(B.grad - rule2.weight_decay * B.detach(), w.grad - rule2.weight_decay * w.detach())

@@ -25,6 +25,23 @@ from .graph import input_gradient, learning_layers
 from .random_feedback import fan_in_scale, init_feedback
 
 
+class _MirrorGradient:
+    """Gradient hook of layer ``k``'s weight: B_k gets W_k's gradient (k >= 1), both get the decay."""
+
+    def __init__(self, rule: "KolenPollack", k: int):
+        self.rule, self.k = rule, k
+
+    def __call__(self, w: torch.Tensor) -> None:
+        decay = self.rule.weight_decay
+        if self.k > 0:
+            B = self.rule.backward[self.k - 1]
+            B.grad = w.grad.detach().clone()
+            if decay:
+                B.grad.add_(B.detach(), alpha=decay)
+        if decay:
+            w.grad.add_(w.detach(), alpha=decay)
+
+
 class KolenPollack(FeedbackRule):
     """Kolen-Pollack: ``B`` gets W's gradient, both decay with ``weight_decay`` (Akrout et al. 2019)."""
 
@@ -45,24 +62,29 @@ class KolenPollack(FeedbackRule):
             B = init_feedback(shape, dist, scale, generator, dtype=w.dtype)
             B = B.T.contiguous() if isinstance(layer, nn.Linear) else B
             self.backward.append(nn.Parameter(B.to(w.device)))
-        self._grad_hooks = [layer.weight.register_post_accumulate_grad_hook(self._mirror(k))
-                            for k, layer in enumerate(self.layers[1:], start=1)]
-        if self.layers[0].weight.requires_grad:
-            self._grad_hooks.append(self.layers[0].weight.register_post_accumulate_grad_hook(self._decay_only))
+        self._register_grad_hooks()
         self.attach(model)
 
-    def _decay_only(self, w: torch.Tensor) -> None:
-        if self.weight_decay:
-            w.grad.add_(w.detach(), alpha=self.weight_decay)
+    def _register_grad_hooks(self) -> None:
+        """After W's gradient is accumulated: B gets a copy, and both get the decay."""
+        self._grad_hooks = [layer.weight.register_post_accumulate_grad_hook(_MirrorGradient(self, k))
+                            for k, layer in enumerate(self.layers) if layer.weight.requires_grad]
 
-    def _mirror(self, k: int):
-        def hook(w: torch.Tensor) -> None:
-            B = self.backward[k - 1]
-            B.grad = w.grad.detach().clone()
-            if self.weight_decay:
-                B.grad.add_(B.detach(), alpha=self.weight_decay)
-                w.grad.add_(w.detach(), alpha=self.weight_decay)
-        return hook
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_grad_hooks"] = None  # tensor hooks are not saved with the weights: re-made at the next forward
+        return state
+
+    def start_forward(self, graph) -> None:
+        if self._grad_hooks is None:  # after unpickling
+            self._register_grad_hooks()
+
+    def detach(self) -> None:
+        """Take the rule's hooks off its model, the gradient hooks on the weights too."""
+        super().detach()
+        for h in self._grad_hooks or ():
+            h.remove()
+        self._grad_hooks = []
 
     def feedback_weights(self) -> list:
         return [B.detach() for B in self.backward]
