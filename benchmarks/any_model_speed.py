@@ -21,6 +21,7 @@ DFA <= 0.9 x torch BP on both models.
 
     python benchmarks/any_model_speed.py                 # 3 rounds, torch's default threads
     python benchmarks/any_model_speed.py --models lenet --repeats 5 --threads 1
+    python benchmarks/any_model_speed.py --device cuda
 
 This is a benchmark, not a test: nothing fails when a target is missed.
 """
@@ -39,10 +40,21 @@ from dfa_lib import DFA, FA, USF, load_mnist, train
 
 BATCH = 64
 TARGET = 0.9  # DFA / torch BP, both models
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    """Wait for queued GPU work before reading the clock (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def make_model(kind: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
+    return _layers(kind).to(DEVICE)
+
+
+def _layers(kind: str) -> nn.Module:
     if kind == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 400), nn.Tanh(), nn.Linear(400, 400), nn.Tanh(),
                              nn.Linear(400, 400), nn.Tanh(), nn.Linear(400, 10))
@@ -66,7 +78,8 @@ def own_loop_epoch(kind: str, method: str, x, y, seed: int) -> float:
     model = make_model(kind, seed)
     attach(method, model, x)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    sync()
     start = time.perf_counter()
     for i in range(0, len(x), BATCH):
         idx = order[i : i + BATCH]
@@ -75,6 +88,7 @@ def own_loop_epoch(kind: str, method: str, x, y, seed: int) -> float:
         loss.backward()
         opt.step()
     loss.item()
+    sync()
     return time.perf_counter() - start
 
 
@@ -82,9 +96,11 @@ def train_epoch(kind: str, data, seed: int) -> float:
     model = make_model(kind, seed)
     rule = attach("train DFA", model, data.x_train)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sync()
     start = time.perf_counter()
     train(model, rule, data, epochs=1, batch_size=BATCH, optimizer=opt, loss="ce", eval_initial=False,
           generator=torch.Generator().manual_seed(seed), progress=False)
+    sync()
     return time.perf_counter() - start
 
 
@@ -93,10 +109,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"], choices=["mlp", "lenet"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_mnist()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    data = load_mnist(device=DEVICE)
     mean, std = data.x_train.mean(), data.x_train.std()
     data.x_train, data.x_test = (data.x_train - mean) / std, (data.x_test - mean) / std
     images = data.x_train.reshape(-1, 1, 28, 28)

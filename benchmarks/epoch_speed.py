@@ -23,6 +23,7 @@ median, so a neighbour process that slows the machine for a while hurts all of t
 
     python benchmarks/epoch_speed.py                 # 5 rounds, torch's default threads
     python benchmarks/epoch_speed.py --repeats 3 --threads 1 --json
+    python benchmarks/epoch_speed.py --device cuda   # the same on a GPU (timers wait for the device)
 
 This is a benchmark, not a test: nothing fails when a target is missed.
 """
@@ -50,6 +51,15 @@ TARGETS = {  # (numerator, denominator, at most): the issue's goals for a 2-core
     "dfa_lib DFA / DFA roofline": 1.3,
     "dfa_lib BP / torch BP": 1.1,
 }
+
+
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    """Wait for queued GPU work before reading the clock (a no-op on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def epoch_flops(rule: str, n_train: int, n_test: int, batch: int = BATCH) -> float:
@@ -88,13 +98,16 @@ def roofline_seconds(rule: str, n_train: int, n_test: int, reps: int = 3) -> flo
     """Time the epoch's matrix products alone (best of ``reps``), on random fp32 matrices."""
     best = float("inf")
     shapes = matmul_shapes(rule, n_train, n_test)
-    mats = {(m, k, n): (torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)) for _, m, k, n in shapes}
+    mats = {(m, k, n): (torch.randn(m, k, device=DEVICE), torch.randn(k, n, device=DEVICE),
+                        torch.empty(m, n, device=DEVICE)) for _, m, k, n in shapes}
     for _ in range(reps):
+        sync()
         start = time.perf_counter()
         for count, m, k, n in shapes:
             a, b, out = mats[(m, k, n)]
             for _ in range(count):
                 torch.mm(a, b, out=out)
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -102,14 +115,16 @@ def roofline_seconds(rule: str, n_train: int, n_test: int, reps: int = 3) -> flo
 def dfa_matmul_seconds(n_train: int, n_test: int, reps: int = 3) -> float:
     """The DFA epoch's matrix products in dfa_lib's own layouts, on random matrices (best of ``reps``)."""
     pairs = list(zip(SIZES[:-1], SIZES[1:]))
-    weights = [torch.randn(o, i) * 0.01 for i, o in pairs]
-    biases = [torch.zeros(o) for _, o in pairs]
-    inputs = [torch.randn(BATCH, i) for i, _ in pairs]
-    signals = [torch.randn(BATCH, o) for _, o in pairs]
-    e, feedback = torch.randn(BATCH, SIZES[-1]), torch.randn(sum(SIZES[1:-1]), SIZES[-1])
-    x_test = torch.randn(n_test, SIZES[0])
+    weights = [torch.randn(o, i, device=DEVICE) * 0.01 for i, o in pairs]
+    biases = [torch.zeros(o, device=DEVICE) for _, o in pairs]
+    inputs = [torch.randn(BATCH, i, device=DEVICE) for i, _ in pairs]
+    signals = [torch.randn(BATCH, o, device=DEVICE) for _, o in pairs]
+    e = torch.randn(BATCH, SIZES[-1], device=DEVICE)
+    feedback = torch.randn(sum(SIZES[1:-1]), SIZES[-1], device=DEVICE)
+    x_test = torch.randn(n_test, SIZES[0], device=DEVICE)
     best = float("inf")
     for _ in range(reps):
+        sync()
         start = time.perf_counter()
         for _ in range(-(-n_train // BATCH)):
             for w, b, h in zip(weights, biases, inputs):
@@ -120,6 +135,7 @@ def dfa_matmul_seconds(n_train: int, n_test: int, reps: int = 3) -> float:
         h = x_test
         for w, b in zip(weights, biases):
             h = F.linear(h, w, b)
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -127,15 +143,17 @@ def dfa_matmul_seconds(n_train: int, n_test: int, reps: int = 3) -> float:
 def dfa_lib_epoch(data, rule_name: str, seed: int) -> float:
     torch.manual_seed(seed)
     if rule_name == "dfa":
-        model = MLP(SIZES, hidden="tanh", output="sigmoid", init="zeros")
+        model = MLP(SIZES, hidden="tanh", output="sigmoid", init="zeros").to(DEVICE)
         rule = DFA(model, dist="uniform", scale=0.05)
     else:
-        model = MLP(SIZES, hidden="tanh", output="sigmoid")
+        model = MLP(SIZES, hidden="tanh", output="sigmoid").to(DEVICE)
         rule = BP()
     gen = torch.Generator().manual_seed(seed)
+    sync()
     start = time.perf_counter()
     train(model, rule, data, epochs=1, batch_size=BATCH, lr=LR, loss="bce", generator=gen,
           eval_initial=False, progress=False)
+    sync()
     return time.perf_counter() - start
 
 
@@ -147,15 +165,16 @@ def torch_bp_epoch(data, seed: int) -> float:
         layers.append(nn.Linear(n_in, n_out))
         if i < len(SIZES) - 2:
             layers.append(nn.Tanh())
-    net = nn.Sequential(*layers)
+    net = nn.Sequential(*layers).to(DEVICE)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     x, y, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     y_hot = F.one_hot(y, SIZES[-1]).float()
     gen = torch.Generator().manual_seed(seed)
+    sync()
     start = time.perf_counter()
-    order = torch.randperm(len(x), generator=gen)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    wrong = torch.zeros((), dtype=torch.int64)
+    order = torch.randperm(len(x), generator=gen).to(DEVICE)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=DEVICE)
+    wrong = torch.zeros((), dtype=torch.int64, device=DEVICE)
     for i in range(0, len(x), BATCH):
         idx = order[i : i + BATCH]
         logits = net(x[idx])
@@ -176,10 +195,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="also write benchmarks/results/epoch_speed-<time>.json")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (data, models and timers on that device)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_mnist()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    data = load_mnist(device=DEVICE)
     n_train, n_test = len(data.x_train), len(data.x_test)
 
     # warm-up: first calls allocate and pick kernels
@@ -200,7 +222,8 @@ def main(argv=None) -> dict:
 
     med = {k: statistics.median(v) for k, v in runs.items()}
     gflop = {"dfa": epoch_flops("dfa", n_train, n_test) / 1e9, "bp": epoch_flops("bp", n_train, n_test) / 1e9}
-    print(f"\n784-400-400-400-10, batch {BATCH}, {n_train} train + {n_test} test images, "
+    device_name = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else platform.processor() or "CPU"
+    print(f"\n{device_name}: 784-400-400-400-10, batch {BATCH}, {n_train} train + {n_test} test images, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, median of {args.repeats} rounds")
     print(f"{'method':<16}{'s/epoch':>9}{'GFLOP':>8}{'GFLOP/s':>9}")
     for k, v in med.items():
@@ -222,7 +245,7 @@ def main(argv=None) -> dict:
         print(f"{k:<28}{v:>7.2f}  {verdict}")
     result = {
         "seconds": runs, "median_seconds": med, "gflop": gflop, "ratios": ratios, "targets": TARGETS,
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__, "device": str(DEVICE),
         "machine": platform.machine(), "processor": platform.processor(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }

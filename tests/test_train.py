@@ -185,3 +185,25 @@ def test_nan_outputs_under_bce_are_reported_as_divergence_not_a_torch_range_erro
         model.layers[0].weight[0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match=r"epoch 1, between steps 1 and"):
         train(model, DFA(model), small_classification(), epochs=2, batch_size=16, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA synchronisations: needs a GPU")
+def test_a_training_step_never_synchronises_with_the_gpu():
+    """Loss, errors and the divergence flags stay on the device: an epoch of 128 steps synchronises a
+    handful of times (its reads at the end), not once per step (torch.cuda.set_sync_debug_mode)."""
+    import warnings
+
+    seed_everything(0)
+    data = small_classification(n=256)
+    device = torch.device("cuda")
+    model = MLP([6, 8, 8, 3]).to(device)
+    gpu = Data(data.x_train.to(device), data.y_train.to(device), data.x_test.to(device), data.y_test.to(device))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train(model, DFA(model), gpu, epochs=1, batch_size=2, lr=0.1, eval_initial=False, progress=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) < 128 // 4, f"{len(syncs)} synchronisations in one epoch of 128 steps"
