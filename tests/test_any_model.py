@@ -299,3 +299,22 @@ def test_a_model_with_its_rule_survives_a_save_and_load(Rule, tmp_path):
     if Rule is KolenPollack:  # the gradient hooks are back, once
         B, w = rule2.backward[0], learning_layers(model2)[1].weight
         torch.testing.assert_close(B.grad - rule2.weight_decay * B.detach(), w.grad - rule2.weight_decay * w.detach())
+
+
+def test_kolen_pollack_with_decoupled_decay_under_adamw_shrinks_the_gap_by_the_decay_alone():
+    """Chapter 10's recipe for Adam: weight_decay=0 in the rule, AdamW's decoupled decay on W and B."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    rule = KolenPollack(model, weight_decay=0.0, generator=torch.Generator().manual_seed(1))
+    layers = learning_layers(model)[1:]
+    gaps = [(layer.weight - B).detach().clone() for B, layer in zip(rule.backward, layers)]
+    lr, decay, steps = 1e-2, 2.0, 50
+    opt = torch.optim.AdamW(list(model.parameters()) + list(rule.parameters()), lr=lr, weight_decay=decay)
+    teacher = torch.randn(7, 3, generator=torch.Generator().manual_seed(9))
+    for step in range(steps):
+        xb, _ = batch(32, seed=step, image=False)
+        opt.zero_grad()
+        F.cross_entropy(model(xb), (xb @ teacher).argmax(1)).backward()
+        opt.step()
+    for gap, B, layer in zip(gaps, rule.backward, layers):
+        torch.testing.assert_close(layer.weight - B, gap * (1 - lr * decay) ** steps, rtol=1e-6, atol=1e-12)

@@ -12,8 +12,12 @@ so ``W - B`` shrinks by ``(1 - eta * lambda)`` every step and B converges to W: 
 problem solved by local information (each synapse of B sees the same pre- and post-synaptic
 activity as its W twin).  ``B`` are parameters of the rule; :func:`dfa_lib.train` adds them to
 its optimizer, in your own loop pass ``list(model.parameters()) + list(rule.parameters())``.
-The decay is part of the rule (added to both gradients), so any optimizer applies it.
-Compared in chapters 10 and 11.
+The decay is part of the rule (added to both gradients), so any optimizer applies it; with plain
+SGD the gap then shrinks by ``(1 - lr * weight_decay)`` a step.  An adaptive optimizer (Adam)
+scales ``G + lambda W`` and ``G + lambda B`` differently, so the gap no longer just decays: there,
+build the rule with ``weight_decay=0`` and decay both the decoupled way
+(``torch.optim.AdamW(params, weight_decay=lambda)``): W and B then receive identical Adam steps and
+the gap shrinks by ``(1 - lr * lambda)`` every step (chapter 10).  Compared in chapters 10 and 11.
 """
 from __future__ import annotations
 
