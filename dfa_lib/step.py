@@ -34,7 +34,7 @@ class TrainingDivergedError(RuntimeError):
     """The run produced non-finite outputs or weights (names the epoch and the steps)."""
 
 
-SATURATED_FRACTION = 0.01  # more saturated-and-wrong rows than this in an epoch means the run diverged
+SATURATED_FRACTION = 0.10  # more saturated-and-wrong rows than this in an epoch means the run diverged
 
 
 class EpochSums:
@@ -44,7 +44,11 @@ class EpochSums:
     loss is infinite on more than ``SATURATED_FRACTION`` of the epoch's rows so far: outputs
     stuck at exactly 0 or 1 on the wrong side (sigmoid or softmax saturated by huge weights),
     which the clamped loss used for reporting would hide.  A healthy network meets that on a
-    row now and then (a very confident mistake), never on one row in a hundred.
+    row now and then (a very confident mistake): chapter 4's averaged loop in seed 001's summed
+    form, the most aggressive step in the book, reaches 1.3 % of an epoch's rows.  Diverged runs
+    measured 34 % to 89 % (an MNIST subset on ``MLP([784, 128, 128, 10])`` with DFA at ``lr=1e3``: 86 % in its
+    first epoch), so
+    the threshold, 10 %, leaves a wide margin on both sides.
     """
 
     def __init__(self, device):
@@ -75,7 +79,7 @@ class EpochSums:
         if nonfinite or not weights_ok:
             return "outputs or weights became NaN or infinite"
         if saturated > SATURATED_FRACTION * rows:
-            return (f"{saturated} of {rows} outputs saturated at exactly 0 or 1 on the wrong side "
+            return (f"{saturated} of {rows} rows have an output saturated at exactly 0 or 1 on the wrong side "
                     "(an infinite loss, hidden by the clamped one)")
         return None
 
