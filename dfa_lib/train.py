@@ -148,10 +148,11 @@ def train(
     error_norm = (t_train.values**2).sum().item() if t_train.kind == "regression" else n
 
     def check(sums: EpochSums, ep: int, first: int, last: int) -> None:
-        if sums.diverged(model):
+        problem = sums.diverged(model, min(last * bs, n))
+        if problem:
             raise TrainingDivergedError(
-                f"{history.rule}: outputs or weights became NaN or infinite at epoch {ep}, between steps "
-                f"{first} and {last}; lower the learning rate or the feedback scale")
+                f"{history.rule}: {problem} at epoch {ep}, between steps {first} and {last}; "
+                "lower the learning rate or the feedback scale")
 
     # Zero-initialised DFA nets produce subnormal floats that are ~10x slower on CPUs;
     # flushing them to zero changes no result that matters and keeps epochs fast.
