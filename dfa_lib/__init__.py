@@ -40,6 +40,7 @@ from .rules import (
     make_rule,
     nokland_scale,
 )
+from .seeds import SeedBatch, batch_rules, spread, train_seeds
 from .step import TrainingDivergedError
 from .train import evaluate, train
 from .update import compute_grads, sgd_update, write_grads
@@ -54,5 +55,5 @@ __all__ = [
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",
     "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",
-    "seed_everything", "get_device",
+    "seed_everything", "get_device", "SeedBatch", "batch_rules", "train_seeds", "spread",
 ]

@@ -46,17 +46,18 @@ def check_loss(name: str, output: str | None = None) -> str:
 
 
 def per_example_loss(name: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """l(y_hat_n, y_n) for every row n: summed over output units, shape (N,)."""
+    """l(y_hat_n, y_n) for every row n: summed over output units, shape (N,) (or (K, N) for K networks
+    trained together, :mod:`dfa_lib.seeds`)."""
     if name == "bce":
         eps = torch.finfo(out.dtype).eps
         # NaN outputs of a diverged run read as 0.5 here (torch's BCE would raise a range error);
         # the training loop reports the divergence itself (dfa_lib.step.EpochSums)
-        return F.binary_cross_entropy(out.clamp(eps, 1 - eps).nan_to_num(0.5), target, reduction="none").sum(1)
+        return F.binary_cross_entropy(out.clamp(eps, 1 - eps).nan_to_num(0.5), target, reduction="none").sum(-1)
     if name == "ce":
         eps = torch.finfo(out.dtype).tiny
-        return -(target * torch.log(out.clamp_min(eps))).sum(1)
+        return -(target * torch.log(out.clamp_min(eps))).sum(-1)
     if name == "mse":
-        return 0.5 * ((out - target) ** 2).sum(1)
+        return 0.5 * ((out - target) ** 2).sum(-1)
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
 
 

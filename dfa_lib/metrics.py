@@ -26,18 +26,20 @@ def error_sum(out: torch.Tensor, targets: Targets) -> torch.Tensor:
 
     Wrong rows for classification and binary targets, squared error for regression.  The
     training loop adds these up over an epoch; :func:`error_rate` normalises one set's.
+    For K networks trained together (``out`` of shape (K, N, n_out), :mod:`dfa_lib.seeds`)
+    the sums are per network, shape (K,).
     """
     if targets.kind == "regression":
-        return ((out - targets.values) ** 2).sum()
+        return ((out - targets.values) ** 2).sum((-2, -1))
     return wrong_count(out, targets)
 
 
 def wrong_count(out: torch.Tensor, targets: Targets) -> torch.Tensor:
     """Number of wrong rows as a 0-dim tensor (no host sync), for classification and binary tasks."""
     if targets.kind == "classification":
-        return (out.argmax(1) != targets.labels).sum()
+        return (out.argmax(-1) != targets.labels).sum(-1)
     t = targets.threshold
-    return ((out > t) != (targets.values > t)).any(1).sum()
+    return ((out > t) != (targets.values > t)).any(-1).sum(-1)
 
 
 def accuracy(out: torch.Tensor, labels: torch.Tensor) -> float:

@@ -46,16 +46,18 @@ class EpochSums:
     which the clamped loss used for reporting would hide.  A healthy network meets that on a
     row now and then (a very confident mistake): chapter 4's averaged loop in seed 001's summed
     form, the most aggressive step in the book, reaches 1.3 % of an epoch's rows.  Diverged runs
-    measured 34 % to 89 % (an MNIST subset on ``MLP([784, 128, 128, 10])`` with DFA at ``lr=1e3``: 86 % in its
-    first epoch), so
-    the threshold, 10 %, leaves a wide margin on both sides.
+    measured 34 % to 89 % (an MNIST subset on ``MLP([784, 128, 128, 10])`` with DFA at
+    ``lr=1e3``: 86 % in its first epoch), so the threshold, 10 %, leaves a wide margin on both
+    sides.
+
+    ``nets=(K,)`` keeps every sum per network, for K networks trained as one (:mod:`dfa_lib.seeds`).
     """
 
-    def __init__(self, device):
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.errors = torch.zeros((), device=device, dtype=torch.float64)
+    def __init__(self, device, nets: tuple = ()):
+        self.loss = torch.zeros(nets, device=device, dtype=torch.float64)
+        self.errors = torch.zeros(nets, device=device, dtype=torch.float64)
         self.nonfinite = torch.zeros((), device=device, dtype=torch.bool)
-        self.saturated = torch.zeros((), device=device, dtype=torch.int64)
+        self.saturated = torch.zeros(nets, device=device, dtype=torch.int64)
 
     def add(self, loss: str, out: torch.Tensor, batch: Targets) -> None:
         self.add_losses(per_example_loss(loss, out, batch.values), out, batch, loss)
@@ -63,24 +65,25 @@ class EpochSums:
     def add_losses(self, losses: torch.Tensor, out: torch.Tensor, batch: Targets, loss: str = "mse") -> None:
         """Add a batch's per-example ``losses`` and the errors of its outputs ``out`` (probabilities
         for ``loss`` "bce" and "ce")."""
-        self.loss += losses.sum()
+        self.loss += losses.sum(-1)
         self.errors += error_sum(out, batch)
         self.nonfinite |= ~torch.isfinite(out.sum())  # NaN or inf anywhere in the outputs
         y = batch.values
         if loss == "bce":  # -log(0): an output at exactly 0 for a target above 0, or at 1 for one below 1
-            self.saturated += (((out == 0) & (y > 0)) | ((out == 1) & (y < 1))).any(1).sum()
+            self.saturated += (((out == 0) & (y > 0)) | ((out == 1) & (y < 1))).any(-1).sum(-1)
         elif loss == "ce":  # -log(0): the softmax gives a target class exactly 0
-            self.saturated += ((out == 0) & (y > 0)).any(1).sum()
+            self.saturated += ((out == 0) & (y > 0)).any(-1).sum(-1)
 
     def diverged(self, model: torch.nn.Module, rows: int) -> str | None:
-        """Host-side check (one synchronisation) after ``rows`` rows: what went wrong, or None."""
+        """Host-side check (two synchronisations) after ``rows`` rows: what went wrong, or None."""
         weights_ok = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
-        nonfinite, weights_ok, saturated = (t.item() for t in (self.nonfinite, weights_ok, self.saturated))
-        if nonfinite or not weights_ok:
+        if bool(self.nonfinite | ~weights_ok):
             return "outputs or weights became NaN or infinite"
+        saturated = int(self.saturated.max())
         if saturated > SATURATED_FRACTION * rows:
-            return (f"{saturated} of {rows} rows have an output saturated at exactly 0 or 1 on the wrong side "
-                    "(an infinite loss, hidden by the clamped one)")
+            which = f" (network {int(self.saturated.argmax())})" if self.saturated.dim() else ""
+            return (f"{saturated} of {rows} rows have an output saturated at exactly 0 or 1 on the wrong side"
+                    f"{which} (an infinite loss, hidden by the clamped one)")
         return None
 
 
@@ -112,7 +115,7 @@ class Step:
         signals = self.rule.signals(model, cache, e)
         if self.on_step is not None:
             self.on_step(*callback_args, model, cache, e, signals)
-        self.update(model, cache, signals, 1.0 / len(e) if self.mean else 1.0)
+        self.update(model, cache, signals, 1.0 / e.shape[-2] if self.mean else 1.0)
 
 
 class AutogradStep:

@@ -13,7 +13,6 @@ layers in chapter 6.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
@@ -29,6 +28,7 @@ from .rules import BP, FeedbackRule, learning_layers
 from .step import AutogradStep, EpochSums, Step, TrainingDivergedError
 from .targets import Targets, prepare_targets
 from .update import check_lr, make_updater
+from .utils import flush_denormal
 
 DIVERGENCE_CHECK_STEPS = 200  # read the on-device divergence flag this often (and at every epoch's end)
 
@@ -109,6 +109,8 @@ def train(
         ValueError: a bad argument or input (each message names the problem); see the README's
             "When something goes wrong".
     """
+    if hasattr(model, "n_nets"):
+        raise TypeError(f"a SeedBatch of {model.n_nets} networks trains with dfa_lib.train_seeds (one generator each)")
     check_loss(loss, getattr(model, "output_name", None))  # issue 10: an output the loss cannot take
     layers = model.layers if isinstance(model, MLP) else learning_layers(model)
     bad = [l for l in frozen if not 1 <= l <= len(layers)]
@@ -156,7 +158,7 @@ def train(
 
     # Zero-initialised DFA nets produce subnormal floats that are ~10x slower on CPUs;
     # flushing them to zero changes no result that matters and keeps epochs fast.
-    with _flush_denormal():
+    with flush_denormal():
         start = time.perf_counter()
         if eval_initial:
             history.log(0, evaluate(model, x_train, t_train, loss), evaluate(model, x_test, t_test, loss))
@@ -213,14 +215,3 @@ def _progress_bar(epochs: range, name: str, show: bool):
     from tqdm.auto import tqdm
 
     return tqdm(epochs, desc=name, leave=False)
-
-
-@contextmanager
-def _flush_denormal():
-    """Flush subnormal floats to zero for the duration of a run (where the CPU supports it)."""
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if supported:
-            torch.set_flush_denormal(False)

@@ -38,12 +38,12 @@ def write_grads(model: MLP, cache: ForwardCache, deltas: list, scale: float = 1.
                 layer.bias.grad = None
             continue
         rest = scale  # the factor still to apply after the matmul
-        if scale != 1.0 and delta.shape[0] <= h_in.shape[1]:
+        if scale != 1.0 and delta.shape[-2] <= h_in.shape[-1]:
             delta, rest = delta * scale, 1.0  # cheaper to scale the (N, n_l) signal than the (n_l, n_{l-1}) gradient
-        grad = delta.T @ h_in
+        grad = delta.mT @ h_in  # (K, n_l, n_{l-1}) for K networks at once (dfa_lib.seeds)
         layer.weight.grad = grad.mul_(rest) if rest != 1.0 else grad
         if layer.bias is not None:
-            layer.bias.grad = delta.sum(0).mul_(rest) if rest != 1.0 else delta.sum(0)
+            layer.bias.grad = delta.sum(-2).mul_(rest) if rest != 1.0 else delta.sum(-2)
 
 
 @torch.no_grad()
@@ -60,9 +60,12 @@ def sgd_update(model: MLP, cache: ForwardCache, deltas: list, lrs: Sequence, sca
         if delta is None or l in frozen:
             continue
         if lr_w:
-            layer.weight.addmm_(delta.T, h_in, alpha=-lr_w * scale)
+            if delta.dim() == 3:  # K networks at once (dfa_lib.seeds): one batched product
+                layer.weight.baddbmm_(delta.mT, h_in, alpha=-lr_w * scale)
+            else:
+                layer.weight.addmm_(delta.T, h_in, alpha=-lr_w * scale)
         if layer.bias is not None and lr_b:
-            layer.bias.add_(delta.sum(0), alpha=-lr_b * scale)
+            layer.bias.add_(delta.sum(-2), alpha=-lr_b * scale)
 
 
 def compute_grads(model: MLP, rule: FeedbackRule, cache: ForwardCache, e: torch.Tensor, scale: float = 1.0, frozen=()):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -52,3 +53,18 @@ def get_device(preference: str | None = None) -> torch.device:
         if mps is None or not mps.is_available():
             raise RuntimeError("device 'mps' was asked for but torch.backends.mps.is_available() is False")
     return device
+
+
+@contextmanager
+def flush_denormal():
+    """Flush subnormal floats to zero for the duration of a run (where the CPU supports it).
+
+    Zero-initialised DFA nets produce subnormal floats that are ~10x slower on CPUs; flushing
+    them changes no result that matters (used by :func:`dfa_lib.train` and :func:`dfa_lib.seeds.train_seeds`).
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)

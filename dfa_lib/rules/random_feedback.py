@@ -177,7 +177,7 @@ class FA(RandomFeedback):
         self._check_model(model)
         deltas = [e]
         for l, B in zip(range(model.n_hidden, 0, -1), reversed(self.feedback)):
-            deltas.insert(0, times_derivative(model, cache, l, deltas[0] @ B.T))
+            deltas.insert(0, times_derivative(model, cache, l, deltas[0] @ B.mT))
         return deltas
 
     def tap(self, k, graph):
@@ -216,18 +216,18 @@ class DFA(RandomFeedback):
         return f"(width of hidden layer {l}, width of the output)"
 
     def _store(self, mats):
-        self.register_buffer("B", torch.cat(mats, dim=0))
+        self.register_buffer("B", torch.cat(mats, dim=-2))
 
     @property
     def feedback(self) -> list:
-        return list(torch.split(self.B, self.block_sizes, dim=0))
+        return list(torch.split(self.B, self.block_sizes, dim=-2))
 
     def feedback_weights(self) -> list:
         return [None] * len(self.block_shapes)
 
     def signals(self, model, cache, e):
         self._check_model(model)
-        projected = torch.split(e @ self.B.T, self.sizes[1:-1], dim=1)  # the one matmul
+        projected = torch.split(e @ self.B.mT, self.sizes[1:-1], dim=-1)  # the one matmul
         hidden = [times_derivative(model, cache, l, p) for l, p in enumerate(projected, start=1)]
         return hidden + [e]
 
