@@ -21,7 +21,8 @@ SEEDS = Path(os.environ.get("DFA_SEEDS_DIR", ROOT.parent / "shared" / "seeds"))
 THEIR_COLUMNS = ("their number", "their rate")
 
 SEED_PLACE = re.compile(r"seed (00\d), lines? (\d+(?:\s*(?:-|,|and)\s*\d+)*)")
-PAPER_PLACE = re.compile(r"\{cite\}`[^`]+`.*\b(Table \d+|Fig\. \d+|Figure \d+|abstract|section \d+)", re.I)
+PAPER_PLACE = re.compile(r"\{cite\}`[^`]+`.*\b(Table \d+|Fig\. \d+|Figure \d+|abstract|section \d+|[\w-]+\.(?:md|py|ya?ml)\b)", re.I)
+# (the last alternative: a file of a cited repository, e.g. BioTorch's Benchmarks.md)
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 # Numbers that were once quoted as seed 003's results but are in no source (issue 11).
 UNTRACEABLE = ("97.67", "93.7", "74.88", "93.48", "90.52", "20-35°")
@@ -76,7 +77,7 @@ def test_their_number_cites_a_place(claim, cell):
         return
     assert SEED_PLACE.search(cell) or PAPER_PLACE.search(cell), (
         f"{claim!r}: their number {cell!r} names no place in its source "
-        "(write 'seed NNN, line N', or a paper's table/figure/section/abstract after its {cite}, or 'none ...')")
+        "(write 'seed NNN, line N', or a paper's table/figure/section/abstract (or a cited repository's file) after its {cite}, or 'none ...')")
 
 
 @pytest.mark.parametrize("claim,cell", [c for c in their_cells() if SEED_PLACE.search(c[1])], ids=lambda s: s[:40])
