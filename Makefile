@@ -16,7 +16,6 @@ ifeq ($(DFA_MNIST_DIR),)
     export DFA_MNIST_DIR := $(abspath ../shared/data/mnist)
   endif
 endif
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: all book test unit notebooks-test html-check browser-deps notebooks benchmark clean venv
@@ -62,12 +61,15 @@ browser-deps:
 	  || echo "could not install chromium: the browser test will say so"; }
 
 ## notebooks: re-execute every chapter in place so the committed outputs are those of a fresh run,
-## then refresh the README's reproduction table and figure from them
+## then refresh the README's reproduction table, figure and chapter times from them
 notebooks: $(STAMP)
+	mkdir -p _build && rm -f _build/chapter_times.txt
 	cd book && for nb in $(notdir $(NOTEBOOKS)); do \
 	  start=$$(date +%s); ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; echo "== $$nb: $$(( $$(date +%s) - start )) s"; done
+	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; secs=$$(( $$(date +%s) - start )); \
+	  echo "== $$nb: $$secs s"; echo "$$nb $$secs" >> ../_build/chapter_times.txt; done
 	$(BIN)/python tools/readme_summary.py
+	$(BIN)/python tools/chapter_times.py
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/epoch_speed.py

@@ -1,0 +1,46 @@
+"""Write the per-chapter execution times of the last `make notebooks` run into the README.
+
+`make notebooks` executes every chapter on a fresh kernel and appends one line per chapter,
+``<notebook> <seconds>``, to ``_build/chapter_times.txt``; this script turns that file into the
+README's table between the two markers (and the total), so the table always shows one real run.
+
+    python tools/chapter_times.py [_build/chapter_times.txt]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- chapter-times:start -->", "<!-- chapter-times:end -->"
+BUDGET_S = 20 * 60  # the whole book, on the 2-core machine
+
+
+def table(lines: list[str]) -> str:
+    rows = [line.split() for line in lines if line.strip()]
+    times = [(name.removesuffix(".ipynb"), int(seconds)) for name, seconds in rows]
+    total = sum(s for _, s in times)
+    head = "| " + " | ".join(f"ch{int(name[:2])}" for name, _ in times) + " | total |"
+    rule = "|" + " --- |" * (len(times) + 1)
+    body = "| " + " | ".join(f"{s} s" for _, s in times) + f" | {total / 60:.1f} min |"
+    verdict = "within" if total <= BUDGET_S else "over"
+    return f"{head}\n{rule}\n{body}\n\n({verdict} the book's {BUDGET_S // 60}-minute budget)"
+
+
+def main() -> int:
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "_build" / "chapter_times.txt"
+    if not source.is_file():
+        print(f"{source} not found: run `make notebooks` first", file=sys.stderr)
+        return 1
+    readme = (ROOT / "README.md").read_text()
+    if START not in readme or END not in readme:
+        print(f"README.md lacks the markers {START} / {END}", file=sys.stderr)
+        return 1
+    before, rest = readme.split(START, 1)
+    _, after = rest.split(END, 1)
+    (ROOT / "README.md").write_text(f"{before}{START}\n{table(source.read_text().splitlines())}\n{END}{after}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
