@@ -3,12 +3,16 @@
 `make notebooks` executes every chapter on a fresh kernel and appends one line per chapter,
 ``<notebook> <seconds>``, to ``_build/chapter_times.txt``; this script turns that file into the
 README's table between the two markers (and the total), so the table always shows one real run.
+It also reads the log of an nbval run with pytest's ``--durations=0`` (e.g.
+``PYTEST_ADDOPTS=--durations=0 make test > test.log``) and sums each notebook's cell times.
 
-    python tools/chapter_times.py [_build/chapter_times.txt]
+    python tools/chapter_times.py [_build/chapter_times.txt | test.log]
 """
 from __future__ import annotations
 
+import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,9 +20,23 @@ START, END = "<!-- chapter-times:start -->", "<!-- chapter-times:end -->"
 BUDGET_S = 20 * 60  # the whole book, on the 2-core machine
 
 
+DURATION = re.compile(r"^([\d.]+)s (?:setup|call|teardown)\s+book/(\S+\.ipynb)::")
+
+
+def chapter_seconds(lines: list[str]) -> list[tuple[str, int]]:
+    """``[(notebook, seconds)]`` from ``<notebook> <seconds>`` lines or from pytest --durations output."""
+    durations = defaultdict(float)
+    for line in lines:
+        match = DURATION.match(line.strip())
+        if match:
+            durations[match.group(2)] += float(match.group(1))
+    if durations:
+        return [(name, round(s)) for name, s in sorted(durations.items())]
+    return [(name, int(seconds)) for name, seconds in (line.split() for line in lines if line.strip())]
+
+
 def table(lines: list[str]) -> str:
-    rows = [line.split() for line in lines if line.strip()]
-    times = [(name.removesuffix(".ipynb"), int(seconds)) for name, seconds in rows]
+    times = [(name.removesuffix(".ipynb"), s) for name, s in chapter_seconds(lines)]
     total = sum(s for _, s in times)
     head = "| " + " | ".join(f"ch{int(name[:2])}" for name, _ in times) + " | total |"
     rule = "|" + " --- |" * (len(times) + 1)
