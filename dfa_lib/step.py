@@ -34,7 +34,7 @@ class TrainingDivergedError(RuntimeError):
     """The run produced non-finite outputs or weights (names the epoch and the steps)."""
 
 
-SATURATED_FRACTION = 0.10  # more saturated-and-wrong rows than this in an epoch means the run diverged
+SATURATED_FRACTION = 0.20  # more saturated-and-wrong rows than this in an epoch means the run diverged
 
 
 class EpochSums:
@@ -43,12 +43,12 @@ class EpochSums:
     A run has diverged when an output or a weight is NaN or infinite, or when the *unclamped*
     loss is infinite on more than ``SATURATED_FRACTION`` of the epoch's rows so far: outputs
     stuck at exactly 0 or 1 on the wrong side (sigmoid or softmax saturated by huge weights),
-    which the clamped loss used for reporting would hide.  A healthy network meets that on a
-    row now and then (a very confident mistake): chapter 4's averaged loop in seed 001's summed
-    form, the most aggressive step in the book, reaches 1.3 % of an epoch's rows.  Diverged runs
-    measured 34 % to 89 % (an MNIST subset on ``MLP([784, 128, 128, 10])`` with DFA at
-    ``lr=1e3``: 86 % in its first epoch), so the threshold, 10 %, leaves a wide margin on both
-    sides.
+    which the clamped loss used for reporting would hide.  A healthy network meets that on some
+    rows (very confident mistakes): chapter 4's per-class averaged loop, whose step on a class
+    mean is the most aggressive in the book, reaches 10.5 % of an epoch's rows (batch 200) while
+    it learns.  Diverged runs measured 34 % to 89 % (an MNIST subset on
+    ``MLP([784, 128, 128, 10])`` with DFA at ``lr=1e3``: 86 % in its first epoch), so the
+    threshold, 20 %, sits between the two with a factor of about 1.7 to 1.9 on either side.
 
     ``nets=(K,)`` keeps every sum per network, for K networks trained as one (:mod:`dfa_lib.seeds`).
     """
