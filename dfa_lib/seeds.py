@@ -39,10 +39,9 @@ from .models import MLP
 from .rules import BP, DFA, FA, FeedbackRule, Shallow
 from .step import EpochSums, Step, TrainingDivergedError
 from .targets import Targets, prepare_targets
+from .train import DIVERGENCE_CHECK_STEPS
 from .update import make_updater
 from .utils import flush_denormal
-
-DIVERGENCE_CHECK_STEPS = 200  # as in dfa_lib.train
 
 
 class SeedLinear(nn.Module):
@@ -214,7 +213,7 @@ def train_seeds(
             sums, checked = EpochSums(device, nets=(K,)), 0
             for k, i in enumerate(range(0, n, bs), start=1):
                 idx = order[:, i : i + bs]
-                step(x_train[idx], _rows(t_train, idx), sums)
+                step(x_train[idx], t_train.rows(idx), sums)
                 if k % DIVERGENCE_CHECK_STEPS == 0:
                     check(sums, ep, checked + 1, k)
                     checked = k
@@ -226,12 +225,6 @@ def train_seeds(
     for h in histories:
         h.seconds = seconds / K  # each network's share of the joint run
     return histories
-
-
-def _rows(targets: Targets, idx: torch.Tensor) -> Targets:
-    """The targets of rows ``idx`` (K, B): one mini-batch per network."""
-    labels = None if targets.labels is None else targets.labels[idx]
-    return Targets(targets.values[idx], targets.kind, labels, targets.threshold)
 
 
 @torch.no_grad()

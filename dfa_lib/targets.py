@@ -33,7 +33,11 @@ class Targets:
     threshold: float | None = None  # for binary
 
     def rows(self, idx: torch.Tensor) -> "Targets":
-        """The targets of rows ``idx`` (a mini-batch), gathered with ``index_select``."""
+        """The targets of rows ``idx``: a mini-batch (N,), gathered with ``index_select``, or one
+        mini-batch per network (K, N) for seeds trained together (:mod:`dfa_lib.seeds`)."""
+        if idx.dim() == 2:
+            return Targets(self.values[idx], self.kind, None if self.labels is None else self.labels[idx],
+                           self.threshold)
         labels = None if self.labels is None else self.labels.index_select(0, idx)
         return Targets(self.values.index_select(0, idx), self.kind, labels, self.threshold)
 

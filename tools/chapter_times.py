@@ -15,6 +15,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from readme_summary import replace_block  # tools/ is on the path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- chapter-times:start -->", "<!-- chapter-times:end -->"
 BUDGET_S = 20 * 60  # the whole book, on the 2-core machine
@@ -51,12 +53,12 @@ def main() -> int:
         print(f"{source} not found: run `make notebooks` first", file=sys.stderr)
         return 1
     readme = (ROOT / "README.md").read_text()
-    if START not in readme or END not in readme:
-        print(f"README.md lacks the markers {START} / {END}", file=sys.stderr)
+    block = f"{START}\n{table(source.read_text().splitlines())}\n{END}"
+    try:
+        (ROOT / "README.md").write_text(replace_block(readme, START, END, block))
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 1
-    before, rest = readme.split(START, 1)
-    _, after = rest.split(END, 1)
-    (ROOT / "README.md").write_text(f"{before}{START}\n{table(source.read_text().splitlines())}\n{END}{after}")
     return 0
 
 

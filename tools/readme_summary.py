@@ -73,14 +73,23 @@ def figure_bytes() -> bytes:
     return base64.b64decode(images[index])
 
 
+def replace_block(text: str, start: str, end: str, block: str) -> str:
+    """``text`` with everything from marker ``start`` to marker ``end`` replaced by ``block``
+    (which carries the markers itself); ValueError when a marker is missing."""
+    if start not in text or end not in text:
+        raise ValueError(f"README.md lacks the markers {start} / {end}")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return before + block + after
+
+
 def main() -> int:
     readme = (ROOT / "README.md").read_text()
-    if START not in readme or END not in readme:
-        print(f"README.md lacks the markers {START} / {END}", file=sys.stderr)
+    try:
+        updated = replace_block(readme, START, END, summary_block())
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 1
-    before, rest = readme.split(START, 1)
-    _, after = rest.split(END, 1)
-    updated = before + summary_block() + after
     if "--check" in sys.argv:
         if not FIGURE.is_file() or FIGURE.read_bytes() != figure_bytes():
             print(f"{FIGURE.relative_to(ROOT)} is out of date: run `python tools/readme_summary.py`", file=sys.stderr)
