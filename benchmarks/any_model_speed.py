@@ -19,11 +19,14 @@ Rounds are interleaved (every method once per round) and the median is reported,
 neighbour process that slows the machine hurts all methods alike.  The target: DFA <= 0.9 x
 torch BP on both models.  The optimizer's step costs every method the same, so it dilutes what
 DFA saves: ``torch.optim.Adam`` on the CPU (its default per-tensor loop) is about 40 % of a
-batch-64 MLP step here (profiled), plain SGD under a tenth.  ``--optimizer sgd`` shows the rules' own cost.
+batch-64 MLP step here (profiled), plain SGD under a tenth.  ``--optimizer sgd`` shows the rules' own cost;
+``--optimizer adam-fused`` runs torch's fused Adam (``fused=True``, one kernel for all parameters,
+CPU since torch 2.4), which any of these loops can use.
 
     python benchmarks/any_model_speed.py                 # 3 rounds, torch's default threads
     python benchmarks/any_model_speed.py --models lenet --repeats 5 --threads 1
     python benchmarks/any_model_speed.py --optimizer sgd     # plain SGD instead of Adam
+    python benchmarks/any_model_speed.py --optimizer adam-fused  # torch's fused Adam
     python benchmarks/any_model_speed.py --device cuda
 
 This is a benchmark, not a test: nothing fails when a target is missed.
@@ -48,10 +51,10 @@ OPTIMIZER = "adam"
 
 
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """What most people write: Adam at 1e-3 (torch's default implementation), or plain SGD."""
+    """What most people write: Adam at 1e-3 (torch's default implementation or its fused one), or plain SGD."""
     if OPTIMIZER == "sgd":
         return torch.optim.SGD(model.parameters(), lr=0.01)
-    return torch.optim.Adam(model.parameters(), lr=1e-3)
+    return torch.optim.Adam(model.parameters(), lr=1e-3, fused=OPTIMIZER == "adam-fused")
 
 
 def sync() -> None:
@@ -121,7 +124,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", default=["mlp", "lenet"], choices=["mlp", "lenet"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    parser.add_argument("--optimizer", default="adam", choices=["adam", "adam-fused", "sgd"])
     args = parser.parse_args(argv)
     global OPTIMIZER
     OPTIMIZER = args.optimizer
