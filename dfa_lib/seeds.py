@@ -41,7 +41,7 @@ from .metrics import error_sum
 from .models import MLP
 from .rules import BP, DFA, FA, FeedbackRule, Shallow
 from .step import EpochSums, Step, TrainingDivergedError
-from .targets import Targets, prepare_targets
+from .targets import Targets, gather_rows, prepare_targets
 from .train import DIVERGENCE_CHECK_STEPS
 from .update import make_updater
 from .utils import flush_denormal
@@ -216,7 +216,7 @@ def train_seeds(
             sums, checked = EpochSums(device, nets=(K,)), 0
             for k, i in enumerate(range(0, n, bs), start=1):
                 idx = order[:, i : i + bs]
-                step(x_train[idx], t_train.rows(idx), sums)
+                step(gather_rows(x_train, idx), t_train.rows(idx), sums)
                 if k % DIVERGENCE_CHECK_STEPS == 0:
                     check(sums, ep, checked + 1, k)
                     checked = k

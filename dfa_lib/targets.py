@@ -35,11 +35,14 @@ class Targets:
     def rows(self, idx: torch.Tensor) -> "Targets":
         """The targets of rows ``idx``: a mini-batch (N,), gathered with ``index_select``, or one
         mini-batch per network (K, N) for seeds trained together (:mod:`dfa_lib.seeds`)."""
-        if idx.dim() == 2:
-            return Targets(self.values[idx], self.kind, None if self.labels is None else self.labels[idx],
-                           self.threshold)
-        labels = None if self.labels is None else self.labels.index_select(0, idx)
-        return Targets(self.values.index_select(0, idx), self.kind, labels, self.threshold)
+        labels = None if self.labels is None else gather_rows(self.labels, idx)
+        return Targets(gather_rows(self.values, idx), self.kind, labels, self.threshold)
+
+
+def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` for a 1-D or 2-D ``idx`` of row numbers, through ``index_select`` (the same values,
+    about 2-3x faster than advanced indexing for a row gather on the CPU)."""
+    return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
 
 
 KINDS = ("classification", "binary", "regression")
