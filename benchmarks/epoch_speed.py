@@ -5,6 +5,8 @@ cross-entropy, batch 64, plain SGD) on full MNIST held as preloaded tensors, tim
 
   * ``dfa_lib DFA``   ``dfa_lib.train(model, DFA(model), ...)`` for one epoch
   * ``dfa_lib BP``    the same loop with ``BP()``
+  * ``DFA compiled``  (with ``--compile``) ``train(..., compile=True)``: the step through
+                      ``torch.compile``; its compile time is timed and reported apart
   * ``torch BP``      what most people would write: ``nn.Sequential`` + ``torch.optim.SGD`` + autograd
   * ``roofline``      the epoch's floating-point operations divided by the fp32 matmul rate
                       measured here, at the epoch's own matrix shapes (a lower bound: the time of
@@ -24,6 +26,8 @@ median, so a neighbour process that slows the machine for a while hurts all of t
     python benchmarks/epoch_speed.py                 # 5 rounds, torch's default threads
     python benchmarks/epoch_speed.py --repeats 3 --threads 1 --json
     python benchmarks/epoch_speed.py --device cuda   # the same on a GPU (timers wait for the device)
+    python benchmarks/epoch_speed.py --compile       # adds train(..., compile=True)
+    python benchmarks/epoch_speed.py --device cuda --compile reduce-overhead   # CUDA graphs
 
 This is a benchmark, not a test: nothing fails when a target is missed.
 """
@@ -50,6 +54,8 @@ TARGETS = {  # (numerator, denominator, at most): the issue's goals for a 2-core
     "dfa_lib DFA / torch BP": 0.85,
     "dfa_lib DFA / DFA roofline": 1.3,
     "dfa_lib BP / torch BP": 1.1,
+    "DFA compiled / torch BP": 0.75,  # issue 12, with the one switch compile=True
+    "DFA compiled / DFA roofline": 1.2,
 }
 
 
@@ -140,7 +146,7 @@ def dfa_matmul_seconds(n_train: int, n_test: int, reps: int = 3) -> float:
     return best
 
 
-def dfa_lib_epoch(data, rule_name: str, seed: int) -> float:
+def dfa_lib_epoch(data, rule_name: str, seed: int, compile=False) -> float:
     torch.manual_seed(seed)
     if rule_name == "dfa":
         model = MLP(SIZES, hidden="tanh", output="sigmoid", init="zeros").to(DEVICE)
@@ -152,7 +158,7 @@ def dfa_lib_epoch(data, rule_name: str, seed: int) -> float:
     sync()
     start = time.perf_counter()
     train(model, rule, data, epochs=1, batch_size=BATCH, lr=LR, loss="bce", generator=gen,
-          eval_initial=False, progress=False)
+          eval_initial=False, progress=False, compile=compile)
     sync()
     return time.perf_counter() - start
 
@@ -196,6 +202,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="also write benchmarks/results/epoch_speed-<time>.json")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (data, models and timers on that device)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="also time train(..., compile=True), or compile=MODE (e.g. reduce-overhead)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,11 +216,24 @@ def main(argv=None) -> dict:
     dfa_lib_epoch(data.subset(6400, 1000), "dfa", 0)
     dfa_lib_epoch(data.subset(6400, 1000), "bp", 0)
     torch_bp_epoch(data.subset(6400, 1000), 0)
+    compile_mode = None if args.compile is None else (True if args.compile == "default" else args.compile)
+    compile_seconds = None
+    if compile_mode:
+        # 6,432 rows: 100 full batches and one of 32, the two shapes a full epoch compiles
+        warm = data.subset(6432, 1000)
+        first = dfa_lib_epoch(warm, "dfa", 0, compile_mode)
+        compile_seconds = first - dfa_lib_epoch(warm, "dfa", 0)
+        print(f"compiling the DFA step (two batch shapes): {compile_seconds:.1f} s "
+              f"(less when torch's compile cache already holds it)", flush=True)
 
     runs = {"dfa_lib DFA": [], "dfa_lib BP": [], "torch BP": [], "DFA roofline": [], "BP roofline": [],
             "DFA matmuls": []}
+    if compile_mode:
+        runs["DFA compiled"] = []
     for r in range(args.repeats):
         runs["dfa_lib DFA"].append(dfa_lib_epoch(data, "dfa", r))
+        if compile_mode:
+            runs["DFA compiled"].append(dfa_lib_epoch(data, "dfa", r, compile_mode))
         runs["dfa_lib BP"].append(dfa_lib_epoch(data, "bp", r))
         runs["torch BP"].append(torch_bp_epoch(data, r))
         runs["DFA roofline"].append(roofline_seconds("dfa", n_train, n_test))
@@ -238,13 +259,19 @@ def main(argv=None) -> dict:
         "DFA matmuls / DFA roofline": med["DFA matmuls"] / med["DFA roofline"],
         "dfa_lib DFA / DFA matmuls": med["dfa_lib DFA"] / med["DFA matmuls"],
     }
+    if compile_mode:
+        ratios["DFA compiled / torch BP"] = med["DFA compiled"] / med["torch BP"]
+        ratios["DFA compiled / DFA roofline"] = med["DFA compiled"] / med["DFA roofline"]
+        saved = med["dfa_lib DFA"] - med["DFA compiled"]
+        pays = f"pays for itself after {compile_seconds / saved:.0f} epochs" if saved > 0 else "saves nothing per epoch"
+        print(f"compile time {compile_seconds:.1f} s, {saved:.2f} s saved per epoch: {pays}")
     print(f"\n{'ratio':<28}{'value':>7}  target")
     for k, v in ratios.items():
         goal = TARGETS.get(k)
         verdict = "" if goal is None else f"<= {goal}  {'met' if v <= goal else 'MISSED'}"
         print(f"{k:<28}{v:>7.2f}  {verdict}")
     result = {
-        "seconds": runs, "median_seconds": med, "gflop": gflop, "ratios": ratios, "targets": TARGETS,
+        "seconds": runs, "median_seconds": med, "compile_seconds": compile_seconds, "gflop": gflop, "ratios": ratios, "targets": TARGETS,
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__, "device": str(DEVICE),
         "machine": platform.machine(), "processor": platform.processor(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

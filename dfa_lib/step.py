@@ -15,10 +15,12 @@ deciding every hidden gradient (:mod:`dfa_lib.rules.graph`), ``optimizer.step()`
 Loss and error sums stay on the device (:class:`EpochSums`), so a step never waits for the
 GPU; the loop reads them, and the divergence flag, every few hundred steps.  The loop over
 batches and epochs is :func:`dfa_lib.train.train`.  Chapter 3 walks through one step,
-chapter 10 through the autograd step.
+chapter 10 through the autograd step.  :class:`CompiledStep` runs a :class:`Step` through
+``torch.compile`` (``train(..., compile=True)``) and falls back to it when compiling fails.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -158,3 +160,35 @@ class AutogradStep:
         out = out.detach()
         sums.add_losses(losses.detach(), predictions_of_scores(self.loss, out) if self.scores else out, batch,
                         self.loss)
+
+
+class CompiledStep:
+    """A :class:`Step` run through ``torch.compile`` as one graph; eager again if compiling fails.
+
+    ``fullgraph=True`` makes dynamo trace the whole step (forward, error, signals, update, epoch
+    sums) before any of it runs, so a step that cannot be compiled (no C++ compiler, an ``on_step``
+    callback that reads a value back to Python, ...) has changed nothing when the error comes: it
+    warns once and the run continues with the eager step.  ``dynamic=False`` compiles one graph per
+    batch shape (the full batches and the last, shorter one).  The compiled graph computes the same
+    step with fused loops, so weights agree with the eager path to float rounding
+    (``tests/test_compile.py``); ``benchmarks/epoch_speed.py --compile`` says what it saves.
+
+    Args:
+        step: the eager :class:`Step`.
+        mode: ``torch.compile``'s mode (``None`` for its default; ``"reduce-overhead"`` adds CUDA graphs on a GPU).
+    """
+
+    def __init__(self, step: Step, mode: str | None = None):
+        self.eager = step
+        self.compiled = torch.compile(step.__call__, fullgraph=True, dynamic=False, mode=mode)
+
+    def __call__(self, x: torch.Tensor, batch: Targets, sums: EpochSums, callback_args: tuple = ()) -> None:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, batch, sums, callback_args)
+            except torch._dynamo.exc.TorchDynamoException as err:  # raised while compiling, before the step ran
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                warnings.warn(f"torch.compile could not compile the training step ({type(err).__name__}: "
+                              f"{first_line}); training continues without it", RuntimeWarning, stacklevel=2)
+                self.compiled = None
+        return self.eager(x, batch, sums, callback_args)
