@@ -19,7 +19,7 @@ Network k's weights after :func:`train_seeds` are those it reaches when trained 
 (``tests/test_seeds.py``).  Unlike chapter 2's block-diagonal :mod:`dfa_lib.stack`, whose dense
 products cost K^2, the cost grows as K.  It pays where one network's step is too small to keep
 the CPU busy (chapter 6's 784-50-50-50-10, whose six DFA continuations train as one batch);
-for chapters 3, 5 and 7's wider networks a batched step costs about as much as K separate ones
+for chapters 3, 4, 5 and 7's wider networks a batched step costs about as much as K separate ones
 on two cores, so those chapters train their seeds one after another with :func:`dfa_lib.train`.
 Introduced in chapter 6.
 """
