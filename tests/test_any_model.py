@@ -172,6 +172,26 @@ def test_dfa_on_a_conv_net_by_hand():
     assert_same(got, [p.grad for p in model.parameters()])
 
 
+@pytest.mark.parametrize("Rule", [BP, FA, DFA, USF])
+def test_max_pooling_before_tanh_is_the_same_network(Rule):
+    """Chapter 11 pools before tanh (a quarter of the tanh work): tanh is increasing, so it commutes
+    with max pooling, and every rule gives the same scores and the same gradients in either order."""
+    def net(pool_first):
+        torch.manual_seed(0)
+        act = [nn.MaxPool2d(2), nn.Tanh()] if pool_first else [nn.Tanh(), nn.MaxPool2d(2)]
+        return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), *act, nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
+                             nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = batch()
+    results = []
+    for pool_first in (False, True):
+        model = net(pool_first)
+        rule = Rule() if Rule is BP else Rule(model, generator=torch.Generator().manual_seed(5),
+                                               **({"example_input": x[:1]} if Rule is DFA else {}))
+        results.append((model(x).detach(), grads(model, x, y, rule)))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-12)
+    assert_same(results[0][1], results[1][1])
+
+
 def test_dfa_on_a_conv_net_needs_an_example_input():
     with pytest.raises(ValueError, match="example_input"):
         DFA(lenet())
