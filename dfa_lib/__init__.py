@@ -23,6 +23,7 @@ from .metrics import (
     record_alignment,
 )
 from .models import MLP, ForwardCache
+from .parallel import run_concurrently
 from .history import History
 from .rules import (
     BP,
@@ -55,5 +56,5 @@ __all__ = [
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",
     "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",
-    "seed_everything", "get_device", "SeedBatch", "batch_rules", "train_seeds", "spread",
+    "seed_everything", "get_device", "SeedBatch", "batch_rules", "train_seeds", "spread", "run_concurrently",
 ]
