@@ -17,7 +17,7 @@ The rules that keep every number reproducible:
 * results come back in the order of the jobs, and the first job that raised re-raises its
   error after the others finish.
 
-Chapters 3, 4, 10 and 11 train their runs this way.
+Chapters 3, 4, 5, 10 and 11 train their runs this way.
 """
 from __future__ import annotations
 
