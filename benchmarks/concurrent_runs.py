@@ -27,17 +27,10 @@ import time
 import torch
 import torch.nn as nn
 
+from any_model_speed import make_model  # chapter 11's LeNet, as that benchmark builds it (benchmarks/ is on the path)
 from dfa_lib import DFA, MLP, load_mnist, run_concurrently, train
 
 RUNS = 4
-
-
-def _lenet() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.MaxPool2d(2), nn.Tanh(),
-        nn.Conv2d(6, 16, 5), nn.MaxPool2d(2), nn.Tanh(), nn.Flatten(),
-        nn.Linear(400, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10)
-    ).to(memory_format=torch.channels_last)
 
 
 def prepare(kind: str, seed: int, data, images):
@@ -57,7 +50,7 @@ def prepare(kind: str, seed: int, data, images):
         rule, run_data = DFA(model, generator=g), data
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
     else:
-        model = _lenet()
+        model = make_model("lenet", seed)
         rule, run_data = DFA(model, generator=g, example_input=images.x_train[:1]), images
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     return model, lambda: train(model, rule, run_data, epochs=1, batch_size=64, optimizer=opt, loss="ce",
@@ -97,8 +90,7 @@ def main(argv=None) -> dict:
             print(f"{kind} round {r + 1}/{args.repeats}: one after another {t_seq:.1f} s, two at a time {t_conc:.1f} s",
                   flush=True)
         # the same runs alone on one thread: run_concurrently must give their weights bit for bit
-        _, alone = timed(kind, run_data, images, concurrent=False) if torch.get_num_threads() == 1 else \
-            _one_thread(lambda: timed(kind, run_data, images, concurrent=False))
+        _, alone = _one_thread(lambda: timed(kind, run_data, images, concurrent=False))
         same = all(torch.equal(a, b) for ws_a, ws_b in zip(alone, weights) for a, b in zip(ws_a, ws_b))
         ratio = statistics.median(c / s for c, s in zip(conc, seq))
         results[kind] = dict(sequential=statistics.median(seq), concurrent=statistics.median(conc), ratio=ratio)

@@ -3,9 +3,9 @@
 A small network's step leaves a multi-core CPU half idle: its products are too small for
 torch's threads to share well, and part of every step is Python.  torch's kernels release
 Python's GIL, so two runs in two threads, each computing on one core, overlap their work.  On
-the book's 2-core machine four one-epoch runs finished 1.09x (chapter 11's LeNet) to 1.20x
-(chapter 3's 784-200-10 at batch 32) faster than one after another on torch's two threads
-(``benchmarks/concurrent_runs.py``).
+the book's 2-core machine four one-epoch runs finished between 1.09x (chapter 11's LeNet) and
+1.9x (chapter 3's 784-200-10 at batch 200) faster than one after another on torch's two threads
+(``benchmarks/concurrent_runs.py``; the figure varies from run to run on a shared VM).
 
 The rules that keep every number reproducible:
 
