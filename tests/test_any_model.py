@@ -192,6 +192,30 @@ def test_max_pooling_before_tanh_is_the_same_network(Rule):
     assert_same(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("Rule", [DFA, DRTP])
+def test_direct_signals_take_a_channels_last_block_s_layout(Rule):
+    """On a channels-last (NHWC) model a conv block's signal comes out channels-last too (B's rows
+    reordered to H, W, C), with the same values: the gradients equal the plain-layout model's."""
+    x, y = batch()
+    results = []
+    for channels_last in (False, True):
+        model = lenet()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        rule = Rule(model, example_input=x[:1], generator=torch.Generator().manual_seed(5))
+        kept = {}
+        hook = learning_layers(model)[1].register_forward_pre_hook(lambda m, args: kept.setdefault("x", args[0]))
+        signals = []
+        original = rule.direct_signals
+        rule.direct_signals = lambda source, blocks: signals.extend(original(source, blocks)) or tuple(signals)
+        results.append(grads(model, x, y, rule))
+        hook.remove()
+        assert signals[0].shape == kept["x"].shape
+        innermost = 1 if channels_last else 3  # channels-last: C varies fastest in memory, as in the block output
+        assert kept["x"].stride()[innermost] == 1 and signals[0].stride()[innermost] == 1
+    assert_same(results[0], results[1])
+
+
 def test_dfa_on_a_conv_net_needs_an_example_input():
     with pytest.raises(ValueError, match="example_input"):
         DFA(lenet())

@@ -232,12 +232,41 @@ class DFA(RandomFeedback):
         return hidden + [e]
 
     def direct_signals(self, source: torch.Tensor, kept: list) -> tuple:
-        """``source @ B^T`` (one matmul), split and reshaped to the kept block outputs' shapes."""
-        projected = torch.split(source.reshape(len(source), -1) @ self.B.T, self.block_sizes, dim=1)
-        return tuple(p.reshape(x.shape) for p, x in zip(projected, kept))
+        """``source @ B^T`` (one matmul), split and shaped like the kept block outputs.
+
+        A signal also takes its block output's memory layout: for a channels-last feature map
+        the matmul runs on B's rows reordered to (H, W, C), so the signal comes out channels-last
+        with the same values, and autograd's pooling, activation and convolution backwards do
+        not mix two layouts (which costs them copies and slow kernels).
+        """
+        source = source.reshape(len(source), -1)
+        channels_last = tuple(_is_channels_last(x) for x in kept)
+        B = self.B if not any(channels_last) else self.B.index_select(0, self._hwc_rows(channels_last))
+        projected = torch.split(source @ B.T, self.block_sizes, dim=1)
+        return tuple(p.reshape(x.shape[0], *x.shape[2:], x.shape[1]).permute(0, 3, 1, 2) if cl else p.reshape(x.shape)
+                     for p, x, cl in zip(projected, kept, channels_last))
+
+    def _hwc_rows(self, channels_last: tuple) -> torch.Tensor:
+        """Row order of ``B`` that lists each channels-last block's entries as (H, W, C) (cached)."""
+        cache = self.__dict__.setdefault("_hwc_cache", {})
+        if channels_last not in cache:
+            rows, start = [], 0
+            for shape, cl in zip(self.block_shapes, channels_last):
+                n = math.prod(shape)
+                index = torch.arange(start, start + n)
+                rows.append(index.view(shape).permute(1, 2, 0).reshape(-1) if cl else index)
+                start += n
+            cache[channels_last] = torch.cat(rows).to(self.B.device)
+        index = cache[channels_last]
+        return index if index.device == self.B.device else index.to(self.B.device)
 
     def tap(self, k, graph):
         if k != graph.n_layers - 1:
             return None, ()
         kept = graph.inputs[1:]
         return (lambda g: self.direct_signals(g, kept)), tuple(kept)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d tensor stored channels-last (NHWC) and not also plain contiguous (C > 1 and H * W > 1)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
