@@ -247,18 +247,17 @@ class DFA(RandomFeedback):
                      for p, x, cl in zip(projected, kept, channels_last))
 
     def _hwc_rows(self, channels_last: tuple) -> torch.Tensor:
-        """Row order of ``B`` that lists each channels-last block's entries as (H, W, C) (cached)."""
+        """Row order of ``B`` that lists each channels-last block's entries as (H, W, C) (cached per layout)."""
         cache = self.__dict__.setdefault("_hwc_cache", {})
-        if channels_last not in cache:
+        key = (channels_last, self.B.device)
+        if key not in cache:
             rows, start = [], 0
             for shape, cl in zip(self.block_shapes, channels_last):
-                n = math.prod(shape)
-                index = torch.arange(start, start + n)
+                index = torch.arange(start, start + math.prod(shape))
                 rows.append(index.view(shape).permute(1, 2, 0).reshape(-1) if cl else index)
-                start += n
-            cache[channels_last] = torch.cat(rows).to(self.B.device)
-        index = cache[channels_last]
-        return index if index.device == self.B.device else index.to(self.B.device)
+                start += len(index)
+            cache[key] = torch.cat(rows).to(self.B.device)
+        return cache[key]
 
     def tap(self, k, graph):
         if k != graph.n_layers - 1:
