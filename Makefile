@@ -42,8 +42,12 @@ test: unit notebooks-test html-check
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests --ignore=tests/browser
 
+## (the yardstick before and after, half a minute each, records how fast this machine was:
+## tools/chapter_times.py scales the chapter times of the log by it)
 notebooks-test: $(STAMP)
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS)
+	-$(BIN)/python benchmarks/epoch_speed.py --yardstick
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS); \
+	  status=$$?; $(BIN)/python benchmarks/epoch_speed.py --yardstick || true; exit $$status
 
 ## html-check: render the committed notebooks (no re-execution: nbval just ran them) and
 ## open every page in headless Chromium
@@ -64,10 +68,12 @@ browser-deps:
 ## then refresh the README's reproduction table, figure and chapter times from them
 notebooks: $(STAMP)
 	mkdir -p _build && rm -f _build/chapter_times.txt
+	$(BIN)/python benchmarks/epoch_speed.py --yardstick | tee -a _build/chapter_times.txt
 	cd book && for nb in $(notdir $(NOTEBOOKS)); do \
 	  start=$$(date +%s); ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; secs=$$(( $$(date +%s) - start )); \
 	  echo "== $$nb: $$secs s"; echo "$$nb $$secs" >> ../_build/chapter_times.txt; done
+	$(BIN)/python benchmarks/epoch_speed.py --yardstick | tee -a _build/chapter_times.txt
 	$(BIN)/python tools/readme_summary.py
 	$(BIN)/python tools/chapter_times.py
 
