@@ -13,7 +13,12 @@ Methods, each the same plain PyTorch loop (``zero_grad; loss.backward(); step``)
   * ``DFA``, ``FA``, ``uSF``  the rule built on the model first (its hooks decide the hidden
                    gradients; :mod:`dfa_lib.rules.graph`), nothing else changed;
   * ``train DFA``  the same DFA epoch through ``dfa_lib.train`` (adds its bookkeeping: loss and
-                   error sums, divergence checks, one test-set evaluation).
+                   error sums, divergence checks, one test-set evaluation);
+  * ``DFA by hand`` DFA with no hooks at all, written into the loop: each learning layer after
+                   the first gets a detached input, the output error ``e`` is formed by hand, the
+                   rule's one ``e @ B^T`` gives every block its signal, and one
+                   ``torch.autograd.backward`` applies them.  The same arithmetic as ``DFA``: what
+                   DFA itself can save against BP, without the cost of the hooks.
 
 Rounds are interleaved (every method once per round), so a neighbour process that slows the
 machine hurts all methods alike.  The table gives each method's median seconds per epoch and
@@ -32,12 +37,14 @@ CPU since torch 2.4), which any of these loops can use.
     python benchmarks/any_model_speed.py --optimizer adam-fused  # torch's fused Adam
     python benchmarks/any_model_speed.py --device cuda
     python benchmarks/any_model_speed.py --profile       # where 200 steps of BP and of DFA spend their time
+    python benchmarks/any_model_speed.py --blocks 40     # 100-step blocks in turns instead of epochs
 
 This is a benchmark, not a test: nothing fails when a target is missed.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -94,40 +101,95 @@ def attach(method: str, model: nn.Module, x: torch.Tensor):
     return None
 
 
-def own_loop_epoch(kind: str, method: str, x, y, seed: int) -> float:
+def stepper(kind: str, method: str, x, y, seed: int):
+    """A fresh model, rule and optimizer for ``method``, and ``run(n)``: its next ``n`` training steps.
+
+    Batches follow one seeded permutation of the data, wrapping round at the end of an epoch.
+    ``DFA by hand`` is DFA with no hooks, written into the loop: each learning layer after the
+    first gets a detached input, the output error is formed by hand, the rule's one ``e @ B^T``
+    gives every block its signal and one ``torch.autograd.backward`` applies them (the same
+    weights as the hooks: ``tests/test_benchmarks.py``).
+    """
     model = make_model(kind, seed)
-    attach(method, model, x)
+    rule = attach("DFA" if method == "DFA by hand" else method, model, x)
+    if method == "DFA by hand":
+        rule.detach()  # keep its B, drop its hooks
+    layers = list(model)
     opt = make_optimizer(model)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
-    sync()
-    start = time.perf_counter()
-    for i in range(0, len(x), BATCH):
-        idx = order[i : i + BATCH]
+    position = 0
+
+    def hooks_step(idx):
         loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    loss.item()
+        return loss
+
+    def by_hand_step(idx):
+        h, yb, kept, seen = x.index_select(0, idx), y.index_select(0, idx), [], 0
+        for layer in layers:
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                if seen:  # a block boundary: keep the attached block output, give the layer a detached copy
+                    kept.append(h)
+                    h = h.detach()
+                seen += 1
+            h = layer(h)
+        loss = F.cross_entropy(h, yb)
+        e = (torch.softmax(h.detach(), 1) - F.one_hot(yb, h.shape[1])) / len(yb)  # d loss / d logits
+        opt.zero_grad(set_to_none=True)
+        torch.autograd.backward([h, *kept], [e, *rule.direct_signals(e, kept)])
+        opt.step()
+        return loss
+
+    step = by_hand_step if method == "DFA by hand" else hooks_step
+
+    def run(n: int) -> None:
+        nonlocal position
+        for _ in range(n):
+            if position >= len(x):
+                position = 0
+            loss = step(order[position : position + BATCH])
+            position += BATCH
+        loss.item()
+        sync()
+
+    return run
+
+
+def own_loop_epoch(kind: str, method: str, x, y, seed: int) -> float:
+    """Seconds for one epoch of ``method`` in the plain PyTorch loop (``zero_grad; backward; step``)."""
+    run = stepper(kind, method, x, y, seed)
     sync()
+    start = time.perf_counter()
+    run(math.ceil(len(x) / BATCH))
     return time.perf_counter() - start
 
 
+def interleaved_blocks(kind: str, methods: list, x, y, blocks: int, steps: int = 100) -> dict:
+    """Each method's seconds for ``blocks`` blocks of ``steps`` steps, the methods taking turns block by block.
+
+    Two blocks run back to back see nearly the same machine, so the ratio of two methods within a
+    turn survives the drift of a shared VM's speed that whole epochs, a minute apart, do not.
+    """
+    runs = {m: stepper(kind, m, x, y, seed=0) for m in methods}
+    for run in runs.values():
+        run(10)  # warm-up
+    seconds = {m: [] for m in methods}
+    for b in range(blocks):
+        for m in methods[b % len(methods):] + methods[:b % len(methods)]:  # rotate who goes first
+            start = time.perf_counter()
+            runs[m](steps)
+            seconds[m].append(time.perf_counter() - start)
+    return seconds
+
+
 def profile_steps(kind: str, x, y, steps: int = 200) -> None:
-    """torch.profiler's table of ``steps`` steps of torch BP and of DFA (after 50 warm-up steps)."""
+    """torch.profiler's table of ``steps`` steps of torch BP, DFA and DFA by hand (after 50 warm-up steps)."""
     from torch.profiler import profile
 
-    for method in ("torch BP", "DFA"):
-        model = make_model(kind, 0)
-        attach(method, model, x)
-        opt = make_optimizer(model)
-
-        def run(n):
-            for i in range(0, n * BATCH, BATCH):
-                loss = F.cross_entropy(model(x[i : i + BATCH]), y[i : i + BATCH])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
+    for method in ("torch BP", "DFA", "DFA by hand"):
+        run = stepper(kind, method, x, y, seed=0)
         run(50)
         with profile() as prof:
             run(steps)
@@ -155,6 +217,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--optimizer", default="adam", choices=["adam", "adam-fused", "sgd"])
     parser.add_argument("--profile", action="store_true", help="profile BP and DFA steps instead of timing epochs")
+    parser.add_argument("--blocks", type=int, default=None, metavar="N",
+                        help="instead of whole epochs, N turns of 100-step blocks, the methods taking turns "
+                             "(steadier ratios on a drifting VM; dfa_lib.train's row is left out)")
     args = parser.parse_args(argv)
     global OPTIMIZER
     OPTIMIZER = args.optimizer
@@ -166,7 +231,7 @@ def main(argv=None) -> dict:
     mean, std = data.x_train.mean(), data.x_train.std()
     data.x_train, data.x_test = (data.x_train - mean) / std, (data.x_test - mean) / std
     images = data.x_train.reshape(-1, 1, 28, 28)
-    methods = ["torch BP", "DFA", "FA", "uSF", "train DFA"]
+    methods = ["torch BP", "DFA", "DFA by hand", "FA", "uSF", "train DFA"]
     results = {}
     for kind in args.models:
         x = images if kind == "lenet" else data.x_train
@@ -176,21 +241,29 @@ def main(argv=None) -> dict:
             profile_steps(kind, x, data.y_train)
             continue
         own_loop_epoch(kind, "DFA", x[:3200], data.y_train[:3200], 0)  # warm-up
-        runs = {m: [] for m in methods}
-        for r in range(args.repeats):
-            for m in methods:
-                seconds = train_epoch(kind, kind_data, r) if m == "train DFA" else \
-                    own_loop_epoch(kind, m, x, data.y_train, r)
-                runs[m].append(seconds)
-            print(f"{kind} round {r + 1}/{args.repeats}: " + ", ".join(f"{m} {v[-1]:.2f}s" for m, v in runs.items()),
-                  flush=True)
+        if args.blocks:
+            timed = [m for m in methods if m != "train DFA"]
+            runs = interleaved_blocks(kind, timed, x, data.y_train, args.blocks)
+            per_epoch = math.ceil(len(x) / BATCH) / 100  # blocks of 100 steps -> seconds per epoch
+            runs = {m: [t * per_epoch for t in v] for m, v in runs.items()}
+            rounds = f"{args.blocks} turns of 100-step blocks"
+        else:
+            timed, runs = methods, {m: [] for m in methods}
+            for r in range(args.repeats):
+                for m in methods:
+                    seconds = train_epoch(kind, kind_data, r) if m == "train DFA" else \
+                        own_loop_epoch(kind, m, x, data.y_train, r)
+                    runs[m].append(seconds)
+                print(f"{kind} round {r + 1}/{args.repeats}: " + ", ".join(f"{m} {v[-1]:.2f}s" for m, v in runs.items()),
+                      flush=True)
+            rounds = f"{args.repeats} rounds"
         med = {m: statistics.median(v) for m, v in runs.items()}
         ratio = {m: statistics.median(t / bp for t, bp in zip(v, runs["torch BP"])) for m, v in runs.items()}
         results[kind] = {"seconds": med, "ratio": ratio}
         print(f"\n{kind}, batch {BATCH}, {OPTIMIZER}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
-              f"{args.repeats} rounds")
-        print(f"{'method':<12}{'median s/epoch':>16}{'x torch BP (median of rounds)':>31}")
-        for m in methods:
+              f"{rounds}")
+        print(f"{'method':<12}{'median s/epoch':>16}{'x torch BP (median of turns)':>31}")
+        for m in timed:
             verdict = f"  (target <= {TARGET}: {'met' if ratio[m] <= TARGET else 'MISSED'})" if m == "DFA" else ""
             print(f"{m:<12}{med[m]:>16.2f}{ratio[m]:>31.2f}{verdict}")
         print()
