@@ -42,7 +42,7 @@ test: unit notebooks-test html-check
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests --ignore=tests/browser
 
-## (the yardstick before and after, half a minute each, records how fast this machine was:
+## (the yardstick before and after, 12-15 s each, records how fast this machine was:
 ## tools/chapter_times.py scales the chapter times of the log by it)
 notebooks-test: $(STAMP)
 	-$(BIN)/python benchmarks/epoch_speed.py --yardstick

@@ -105,10 +105,8 @@ def stepper(kind: str, method: str, x, y, seed: int):
     """A fresh model, rule and optimizer for ``method``, and ``run(n)``: its next ``n`` training steps.
 
     Batches follow one seeded permutation of the data, wrapping round at the end of an epoch.
-    ``DFA by hand`` is DFA with no hooks, written into the loop: each learning layer after the
-    first gets a detached input, the output error is formed by hand, the rule's one ``e @ B^T``
-    gives every block its signal and one ``torch.autograd.backward`` applies them (the same
-    weights as the hooks: ``tests/test_benchmarks.py``).
+    ``DFA by hand`` is described in the module docstring; it trains the same weights as the hooks
+    (``tests/test_benchmarks.py``).
     """
     model = make_model(kind, seed)
     rule = attach("DFA" if method == "DFA by hand" else method, model, x)

@@ -30,7 +30,7 @@ median, so a neighbour process that slows the machine for a while hurts all of t
     python benchmarks/epoch_speed.py --device cuda --compile reduce-overhead   # CUDA graphs
     python benchmarks/epoch_speed.py --yardstick     # only plain PyTorch BP: this machine's speed
 
-``--yardstick`` times plain PyTorch BP alone (3 rounds, about half a minute) and prints one
+``--yardstick`` times plain PyTorch BP alone (3 epochs, 12-15 s on 2 cores) and prints one
 ``yardstick:`` line; ``make test`` and ``make notebooks`` print it before and after the book, so
 a log of the book's chapter times says how fast its machine was, and ``tools/chapter_times.py``
 scales them to the machine the budgets were set on (``REFERENCE_TORCH_BP_S``).
@@ -67,7 +67,7 @@ TARGETS = {  # (numerator, denominator, at most): the issue's goals for a 2-core
 
 # Plain PyTorch BP's epoch on the 2-core machine where the book's time budgets were set: issue 12
 # measured 1.37 s/epoch with this script (2 threads).  The development machines since ran it at
-# 2.3-3.3 s, so a chapter's seconds there say as much about the machine as about the code.
+# 2.3-7.6 s, so a chapter's seconds there say as much about the machine as about the code.
 REFERENCE_TORCH_BP_S = 1.37
 YARDSTICK_PREFIX = "yardstick: plain PyTorch BP"
 
