@@ -132,7 +132,7 @@ def _init_linear(layer: nn.Linear, init) -> None:
 
 
 class MLP(nn.Module):
-    """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+    """A fully connected network ``sizes[0] -> sizes[1] -> … -> sizes[-1]``.
 
     Args:
         sizes: widths including input and output, e.g. ``[784, 200, 10]``.

@@ -2,7 +2,9 @@
 
 Fails on a chapter page that is missing, an image that does not load, a Python traceback
 shown on a page, mathematics left as raw LaTeX (MathJax must come from the build itself),
-or a request for anything outside the build other than the Colab badge.  Every request
+or a request for anything outside the build other than the Colab badge.  The API reference
+page must show every rule with its constructor arguments and the docstrings' "Args:" sections
+rendered as parameter lists; chapter figures must carry a caption or alt text that describes them.  Every request
 that leaves the local server is blocked, so the result is the same with or without a
 network.  Screenshots of the introduction and chapter 5 are kept in _build/screenshots
 (or $DFA_BOOK_SCREENSHOTS) for a person to look at.  Needs the built book (``make book``, or ``make html-check``
@@ -169,3 +171,64 @@ def test_every_chapter_page_has_a_figure_or_table(server, browser):
         page.goto(f"{server}/{path}", wait_until="load")
         assert page.locator("main img, main table").count() > 0, f"{path} shows no figure and no table"
     page.close()
+
+
+API_PAGE = "book/api.html"
+
+
+def rule_classes() -> list:
+    """Every rule make_rule knows, read from the library so a new rule is checked too."""
+    from dfa_lib.rules import RULES
+
+    return list(RULES.values())
+
+
+def test_api_page_shows_every_rule_with_its_constructor_arguments(server, browser):
+    """A reader looking up DFA finds its entry, the arguments it takes, and (where the class
+    docstring has an "Args:" section) those arguments explained in a parameter list."""
+    import inspect
+
+    assert (HTML / API_PAGE).is_file(), f"{API_PAGE} was not built: is book/api in _toc.yml?"
+    page = browser.new_page()
+    page.goto(f"{server}/{API_PAGE}", wait_until="load")
+    for rule in rule_classes():
+        entry = page.locator(f'dt[id="dfa_lib.{rule.__name__}"]')
+        assert entry.count() == 1 and entry.is_visible(), f"{API_PAGE} shows no entry for dfa_lib.{rule.__name__}"
+        shown = " ".join(entry.locator(".sig-param").all_inner_texts())
+        absent = [a for a in inspect.signature(rule).parameters if a not in shown]
+        assert not absent, f"{API_PAGE}: {rule.__name__}'s signature does not show {absent} (shown: {shown})"
+        if "Args:" in (rule.__doc__ or ""):
+            fields = entry.locator("xpath=following-sibling::dd[1]/dl[contains(@class, 'field-list')]")
+            assert fields.count() > 0, f"{API_PAGE}: {rule.__name__}'s Args section is not rendered as parameters"
+    # MLP's Google-style "Args:" must come out as a parameter list naming its arguments.
+    mlp_fields = page.locator('dt[id="dfa_lib.MLP"] + dd > dl.field-list').inner_text()
+    assert "Parameters" in mlp_fields and "sizes" in mlp_fields and "hidden" in mlp_fields, mlp_fields
+    page.close()
+
+
+# A figure is described when it sits in a <figure> with a caption, or its alt text says something
+# (myst-nb's default alt is the image's own hashed file path, which tells a reader nothing).
+FIGURES_WITHOUT_DESCRIPTION = r"""() => Array.from(document.querySelectorAll('main img'))
+  .filter(i => i.src.startsWith(location.origin) && i.getAttribute('src').includes('_images/'))
+  .filter(i => {
+    const fig = i.closest('figure');
+    if (fig && fig.querySelector('figcaption') && fig.querySelector('figcaption').innerText.trim()) return false;
+    const alt = (i.getAttribute('alt') || '').trim();
+    return !alt || /_images\/|\.(png|jpe?g|svg|gif)$/i.test(alt);
+  }).map(i => i.getAttribute('src'))"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the committed notebooks' figures have neither captions nor alt text yet (26 of 26); "
+    "add them through each figure cell's metadata (mystnb: figure: caption / image: alt), then remove this mark",
+)
+def test_every_chapter_figure_has_a_caption_or_alt_text(server, browser):
+    page = browser.new_page()
+    undescribed = {}
+    for path in [p for p in toc_pages() if Path(p).name[:2].isdigit()]:
+        page.goto(f"{server}/{path}", wait_until="load")
+        if bad := page.evaluate(FIGURES_WITHOUT_DESCRIPTION):
+            undescribed[path] = len(bad)
+    page.close()
+    assert not undescribed, f"{sum(undescribed.values())} figures without a caption or alt text: {undescribed}"
