@@ -9,6 +9,7 @@ error from deep inside torch (or no error at all):
 - :func:`check_inputs`: empty train or test sets; NaN or infinite input rows.
 - :class:`FeedbackChecks`: the feedback matrices of FA and DFA keep their shapes when set
   as attributes, and a ``state_dict`` only loads into a rule of the sizes it was drawn for.
+- :func:`check_generator`: a rule's ``generator`` argument is a ``torch.Generator`` (or None).
 
 Labels are checked and converted in :mod:`dfa_lib.targets`; output/loss pairs in
 :func:`dfa_lib.losses.check_loss`.
@@ -59,6 +60,19 @@ def check_inputs(x_train: torch.Tensor, x_test: torch.Tensor) -> None:
                     f"{', ...' if n_bad > 5 else ''}); drop or repair them before training, e.g. "
                     f"keep = torch.isfinite({name}).all(1)"
                 )
+
+
+def check_generator(generator) -> None:
+    """Refuse a ``generator`` that is not a ``torch.Generator`` (a seed such as ``0``, a numpy generator).
+
+    Checked when a rule is built, so the mistake is named there instead of deep inside ``torch.rand``
+    (or, for brSF, at the first forward pass).  ``None`` means torch's global random stream.
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0), or None for torch's "
+            f"global random stream; got {type(generator).__name__} {generator!r}"
+        )
 
 
 class FeedbackChecks:

@@ -21,24 +21,39 @@ class DRTP(DFA):
 
     Call ``rule.observe_target(y)`` with the batch's one-hot (or class-index) targets before
     ``loss.backward()`` (:func:`dfa_lib.train` does it for you).  There is no MLP fast path.
+
+    Defaults: U[-1, 1] feedback, whatever the model (BioTorch has no DRTP).  The signal is
+    the target itself, not an error that shrinks as the network learns, so its size is set by
+    this scale and the learning rate alone.
+
+    Args:
+        model: the network: any ``nn.Module`` whose learning layers are ``nn.Linear``/``nn.Conv2d``
+            (at least two of them), an :class:`~dfa_lib.models.MLP` included.
+        dist: ``"uniform"`` (default) for U[-scale, scale] or ``"normal"`` for N(0, scale^2).
+        scale: the range (uniform) or standard deviation (normal), a number or a function of the
+            (n_l, n_out) matrix's shape; default 1.0.
+        generator: a ``torch.Generator`` that makes the draw reproducible (on the CPU or on the
+            model's device); default None: torch's global random stream of the model's device.
+        example_input: one input row (``x[:1]``), needed when the model has conv layers; default None.
     """
 
     name = "DRTP"
     has_fast_path = False
 
-    def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale = 1.0, generator=None,
-                 example_input=None):
+    def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale = 1.0,
+                 generator: torch.Generator | None = None, example_input: torch.Tensor | None = None):
+        """Draw DRTP's feedback matrix for ``model`` and attach the rule (see the class docstring)."""
         super().__init__(model, dist, scale, generator, "autograd", example_input)
         self._target = None
 
     def observe_target(self, y: torch.Tensor, scale: float | None = None) -> None:
-        n_out = self.B.shape[1]
-        if y.dim() == 1 and not y.is_floating_point():
-            y = torch.nn.functional.one_hot(y.long(), n_out)
-        if y.dim() != 2 or y.shape[1] != n_out:
-            raise ValueError(f"DRTP needs one-hot targets of shape (N, {n_out}) or class indices of shape (N,); "
-                             f"got shape {tuple(y.shape)}")
-        self._target = y.to(self.B.dtype) * (1.0 / len(y) if scale is None else scale)
+        """Keep the batch's targets for the next backward pass, as ``y* / batch size`` (or ``y* * scale``).
+
+        Args:
+            y: one-hot targets of shape (N, n_out), or integer class indices in ``0..n_out-1`` of shape (N,).
+            scale: the factor applied to the targets; default ``1 / N``, as a mean loss divides the error.
+        """
+        self._target = _one_hot_targets(y, self.B.shape[1]).to(self.B.dtype) * (1.0 / len(y) if scale is None else scale)
 
     def tap(self, k, graph):
         if k != graph.n_layers - 1:
@@ -52,3 +67,32 @@ class DRTP(DFA):
             return self.direct_signals(target, kept)
 
         return handler, tuple(kept)
+
+
+def _one_hot_targets(y, n_out: int) -> torch.Tensor:
+    """``y`` as (N, n_out) one-hot rows, after checking it is what DRTP can project.
+
+    Class indices are checked against the network's outputs here, where the mistake can be
+    named, instead of failing inside ``one_hot`` (negative or too large) or being read as
+    something else (float codes, a column of indices).
+    """
+    expected = f"one-hot targets of shape (N, {n_out}) or integer class indices 0..{n_out - 1} of shape (N,)"
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"DRTP needs {expected} as a torch.Tensor; got {type(y).__name__}")
+    if len(y.shape) == 0 or len(y) == 0:
+        raise ValueError(f"DRTP needs {expected}; got an empty batch of shape {tuple(y.shape)}")
+    if y.dim() == 2 and y.shape[1] == 1 and y.shape[1] != n_out:
+        raise ValueError(f"DRTP needs {expected}; got a column of shape {tuple(y.shape)}: "
+                         "pass y.squeeze(1) if it holds class indices")
+    if y.dim() == 1:
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"DRTP needs {expected}; got {y.dtype} values of shape {tuple(y.shape)}: class "
+                             "indices must be integers (y.long() if they are whole numbers)")
+        low, high = (int(v) for v in torch.aminmax(y))
+        if low < 0 or high >= n_out:
+            raise ValueError(f"DRTP: class indices must lie in 0..{n_out - 1} (the network has {n_out} outputs); "
+                             f"got values from {low} to {high}")
+        return torch.nn.functional.one_hot(y.long(), n_out)
+    if y.dim() != 2 or y.shape[1] != n_out:
+        raise ValueError(f"DRTP needs {expected}; got shape {tuple(y.shape)}")
+    return y

@@ -24,38 +24,101 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..checks import check_generator
 from .base import FeedbackRule
 from .graph import input_gradient, learning_layers
-from .random_feedback import fan_in_scale, init_feedback
+from .random_feedback import Scale, fan_in_scale, init_feedback
+
+_OPTIMIZER_FIX = ("build the optimizer over both: torch.optim.SGD(list(model.parameters()) + "
+                  "list(rule.parameters()), ...) (any optimizer; dfa_lib.train does it for you)")
+
+
+class _Contribution:
+    """Tensor hook on W_k: keeps this backward's gradient of W_k, before it is added to ``W_k.grad``."""
+
+    __torch_unserializable__ = True  # re-made after unpickling (KolenPollack.start_forward): no warning
+
+    def __init__(self, rule: "KolenPollack", k: int):
+        self.rule, self.k = rule, k
+
+    def __call__(self, g: torch.Tensor) -> None:
+        w = self.rule.layers[self.k].weight
+        self.rule._pending[self.k] = (g, w.grad is None)
 
 
 class _MirrorGradient:
-    """Gradient hook of layer ``k``'s weight: B_k gets W_k's gradient (k >= 1), both get the decay."""
+    """After W_k's gradient is accumulated: B_k gets the same contribution (k >= 1), both get the decay.
+
+    Each backward adds ``contribution + weight_decay * B`` to ``B.grad`` and ``weight_decay * W`` to
+    ``W.grad`` (which autograd gave the contribution), so two accumulated backward calls give both
+    twice the decay and B's gradient never contains W.
+    """
 
     def __init__(self, rule: "KolenPollack", k: int):
         self.rule, self.k = rule, k
 
     def __call__(self, w: torch.Tensor) -> None:
-        decay = self.rule.weight_decay
+        rule, decay = self.rule, self.rule.weight_decay
         if self.k > 0:
-            B = self.rule.backward[self.k - 1]
-            B.grad = w.grad.detach().clone()
-            if decay:
-                B.grad.add_(B.detach(), alpha=decay)
+            g, w_grad_was_cleared = rule._pending.pop(self.k, (None, False))
+            if g is not None:
+                B = rule.backward[self.k - 1]
+                if w_grad_was_cleared and B.grad is not None:
+                    raise RuntimeError(
+                        f"Kolen-Pollack: the gradient of W (layer {self.k + 1}) was cleared since the last "
+                        f"backward, but that of its feedback weight B was not: the optimizer does not hold "
+                        f"the rule's weights, so B never learns and the rule runs as FA. {_OPTIMIZER_FIX}")
+                _accumulate(B, g, decay)
+                rule._versions[self.k] = (w._version, B._version)
         if decay:
             w.grad.add_(w.detach(), alpha=decay)
 
 
+def _accumulate(B: nn.Parameter, g: torch.Tensor, decay: float) -> None:
+    """``B.grad += g + decay * B`` (``B.grad`` created on the first backward)."""
+    g = g.detach()
+    if B.grad is None:
+        B.grad = g.add(B.detach(), alpha=decay) if decay else g.clone(memory_format=torch.contiguous_format)
+        return
+    B.grad.add_(g)
+    if decay:
+        B.grad.add_(B.detach(), alpha=decay)
+
+
 class KolenPollack(FeedbackRule):
-    """Kolen-Pollack: ``B`` gets W's gradient, both decay with ``weight_decay`` (Akrout et al. 2019)."""
+    """Kolen-Pollack: ``B`` gets W's gradient, both decay with ``weight_decay`` (Akrout et al. 2019).
+
+    The backward weights ``B`` are parameters of the rule: give them to the optimizer,
+    ``list(model.parameters()) + list(rule.parameters())`` (:func:`dfa_lib.train` does).  An
+    optimizer that holds only the model's weights leaves B fixed, which is FA, not KP: the rule
+    notices (W changed or its gradient was cleared while B's was not) and raises an error at the
+    next forward or backward pass.  Each backward call adds the same contribution to both
+    gradients, so gradient accumulation over several calls works as for any parameter.
+
+    Defaults: BioTorch has no Kolen-Pollack.  B is drawn like FA's former default on any model,
+    U[-1/sqrt(n), 1/sqrt(n)] with n the fan-in of the backward map (:func:`~dfa_lib.rules.fan_in_scale`),
+    the range of PyTorch's own initialisation; B learns, so its start matters little.
+
+    Args:
+        model: any ``nn.Module`` whose learning layers are ``nn.Linear``/``nn.Conv2d``.
+        weight_decay: ``lambda`` of the module docstring, added to the gradients of W and B by the
+            rule (default 1e-3).  With Adam use 0 here and AdamW's decoupled decay (chapter 10).
+        dist: ``"uniform"`` (default) or ``"normal"``: the distribution B is drawn from.
+        scale: its range (uniform) or standard deviation (normal), a number or a function of the
+            ``W^T``-shaped (Linear) or W-shaped (conv) matrix's shape; default :func:`~dfa_lib.rules.fan_in_scale`.
+        generator: a ``torch.Generator`` for a reproducible draw (on the CPU or on the model's
+            device); default None: torch's global random stream of the model's device.
+    """
 
     name = "KP"
 
-    def __init__(self, model: nn.Module, weight_decay: float = 1e-3, dist: str = "uniform", scale=fan_in_scale,
+    def __init__(self, model: nn.Module, weight_decay: float = 1e-3, dist: str = "uniform", scale: Scale = fan_in_scale,
                  generator: torch.Generator | None = None):
+        """Draw the backward weights for ``model`` and attach the rule (see the class docstring)."""
         super().__init__()
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        check_generator(generator)
         self.weight_decay = float(weight_decay)
         self.layers = learning_layers(model)
         # B drawn like FA's, stored in W's shape: a Linear layer's W^T-shaped draw is transposed
@@ -63,25 +126,70 @@ class KolenPollack(FeedbackRule):
         for layer in self.layers[1:]:
             w = layer.weight
             shape = (w.shape[1], w.shape[0]) if isinstance(layer, nn.Linear) else tuple(w.shape)
-            B = init_feedback(shape, dist, scale, generator, dtype=w.dtype)
-            B = B.T.contiguous() if isinstance(layer, nn.Linear) else B
-            self.backward.append(nn.Parameter(B.to(w.device)))
-        self._register_grad_hooks()
+            B = init_feedback(shape, dist, scale, generator, dtype=w.dtype, device=w.device)
+            self.backward.append(nn.Parameter(B.T.contiguous() if isinstance(layer, nn.Linear) else B))
+        self._grad_hooks = []
+        self._reset_bookkeeping()
         self.attach(model)
 
+    def _reset_bookkeeping(self) -> None:
+        self._pending = {}   # layer -> (this backward's gradient of W, whether W.grad was None before it)
+        self._versions = {}  # layer -> (W._version, B._version) after its last backward
+
+    def attach(self, model: nn.Module) -> "KolenPollack":
+        """Put the rule's hooks on ``model``: the forward hooks and the gradient hooks that make B learn."""
+        layers = learning_layers(model)
+        shapes = [tuple(l.weight.shape) for l in layers[1:]]
+        if shapes != [tuple(B.shape) for B in self.backward]:
+            raise ValueError(f"{self.name}'s backward weights have the shapes {[tuple(B.shape) for B in self.backward]}"
+                             f", but this model's weights after the first have {shapes}: build a rule for this model")
+        super().attach(model)
+        self.layers = layers
+        self._register_grad_hooks()
+        return self
+
     def _register_grad_hooks(self) -> None:
-        """After W's gradient is accumulated: B gets a copy, and both get the decay."""
-        self._grad_hooks = [layer.weight.register_post_accumulate_grad_hook(_MirrorGradient(self, k))
-                            for k, layer in enumerate(self.layers) if layer.weight.requires_grad]
+        """On every trainable W: one hook that sees each backward's contribution, one after it is accumulated."""
+        for h in self._grad_hooks or ():
+            h.remove()
+        self._reset_bookkeeping()
+        self._grad_hooks = []
+        for k, layer in enumerate(self.layers):
+            w = layer.weight
+            if not w.requires_grad:
+                continue
+            if k > 0:
+                self._grad_hooks.append(w.register_hook(_Contribution(self, k)))
+            self._grad_hooks.append(w.register_post_accumulate_grad_hook(_MirrorGradient(self, k)))
 
     def __getstate__(self):
         state = super().__getstate__()
         state["_grad_hooks"] = None  # tensor hooks are not saved with the weights: re-made at the next forward
+        state["_pending"], state["_versions"] = {}, {}
         return state
 
     def start_forward(self, graph) -> None:
         if self._grad_hooks is None:  # after unpickling
             self._register_grad_hooks()
+        self._pending.clear()  # left by a torch.autograd.grad call, which accumulates nothing
+        self._check_backward_weights_learn()
+
+    def _check_backward_weights_learn(self) -> None:
+        """W changed since its last backward but B, which got the same gradient, did not: B is not being stepped.
+
+        Read from the tensors' version counters (free); a W with no gradient (frozen, or an eval
+        forward that never ran backward) has no record and is not checked.  An optimizer step with
+        ``lr=0`` still writes both.  Fused optimizers do not count versions: for them the check at
+        the next backward (W's gradient cleared, B's not) catches the same mistake.
+        """
+        for k, (w_version, b_version) in self._versions.items():
+            w, B = self.layers[k].weight, self.backward[k - 1]
+            if w._version != w_version and B._version == b_version and B.grad is not None:
+                raise RuntimeError(
+                    f"Kolen-Pollack: W of layer {k + 1} changed since the last backward, but its feedback weight B "
+                    f"did not, though it has a gradient: the optimizer does not hold the rule's weights, so B never "
+                    f"learns and the rule runs as FA. {_OPTIMIZER_FIX}.  (If you changed W yourself, "
+                    f"call rule.zero_grad() first.)")
 
     def detach(self) -> None:
         """Take the rule's hooks off its model, the gradient hooks on the weights too."""
@@ -89,6 +197,7 @@ class KolenPollack(FeedbackRule):
         for h in self._grad_hooks or ():
             h.remove()
         self._grad_hooks = []
+        self._reset_bookkeeping()
 
     def feedback_weights(self) -> list:
         return [B.detach() for B in self.backward]

@@ -12,6 +12,10 @@ learning layer after the first (for a conv layer a fixed random kernel of the we
 DFA's ``B_l`` maps the output error to block ``l``'s output, whatever its shape (C x H x W after a
 conv block).  FA is introduced in chapter 1, DFA in chapter 2, the feedback
 scales of the seeds and of Nøkland 2016 in chapters 3 and 5, both on any model in chapters 10-11.
+
+The matrices are drawn in the model's dtype on its device.  On chapter 1's MLP the defaults are
+the papers' (FA: U[-0.5, 0.5]; DFA: N(0, 1.9^2)); on any other model they are BioTorch's
+(Xavier's uniform range, :func:`xavier_bound`), the scale of a freshly initialised layer.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 
 import torch.nn as nn
 
-from ..checks import FeedbackChecks  # issue 10: checked B assignment, sizes in state_dict
+from ..checks import FeedbackChecks, check_generator
 from ..models import MLP
 from .base import FeedbackRule, times_derivative
 from .graph import input_gradient, layer_io_shapes, learning_layers
@@ -30,26 +34,71 @@ from .graph import input_gradient, layer_io_shapes, learning_layers
 Scale = Union[float, Callable[[tuple], float]]
 
 
+def random_tensor(shape: tuple, dist: str, generator: torch.Generator | None = None, dtype=None,
+                  device=None) -> torch.Tensor:
+    """U[-1, 1] (``dist="uniform"``) or N(0, 1) (``"normal"``) entries in ``dtype`` on ``device``.
+
+    Drawn where the random stream lives: on the generator's device when one is given (a CPU
+    generator for a GPU model, or a ``torch.Generator(device="cuda")``), else on ``device`` from
+    that device's global stream (nothing is drawn on the CPU for a GPU or ``meta`` model); then
+    moved.  Half-precision models get float32 draws rounded to their dtype, so a draw never
+    depends on how the half type's random kernels are written.
+    """
+    check_generator(generator)
+    dtype = dtype or torch.get_default_dtype()
+    device = torch.device("cpu") if device is None else torch.device(device)
+    draw_dtype = torch.promote_types(dtype, torch.float32)
+    where = generator.device if generator is not None else device
+    if dist == "uniform":
+        r = torch.rand(*shape, generator=generator, dtype=draw_dtype, device=where).mul_(2).sub_(1)
+    elif dist == "normal":
+        r = torch.randn(*shape, generator=generator, dtype=draw_dtype, device=where)
+    else:
+        raise ValueError(f"unknown feedback distribution {dist!r}; choose 'uniform' or 'normal'")
+    return r.to(device=device, dtype=dtype)
+
+
 def init_feedback(
-    shape: tuple, dist: str = "uniform", scale: Scale = 0.5, generator: torch.Generator | None = None, dtype=None
+    shape: tuple, dist: str = "uniform", scale: Scale = 0.5, generator: torch.Generator | None = None, dtype=None,
+    device=None,
 ) -> torch.Tensor:
-    """A random feedback matrix.
+    """A random feedback matrix, in ``dtype`` (default: torch's default dtype) on ``device`` (default: CPU).
 
     Args:
+        shape: the matrix's shape.
         dist: ``"uniform"`` for U[-scale, scale] (Lillicrap: 0.5) or ``"normal"`` for
             N(0, scale), scale being the standard deviation (seed 001: 1.9; seed 003: 0.01).
         scale: a number, or a function of the matrix shape returning one, e.g.
-            Nøkland's ``lambda shape: 1 / math.sqrt(shape[1])``.
+            Nøkland's ``lambda shape: 1 / math.sqrt(shape[1])`` or :func:`xavier_bound`.
+        generator: a ``torch.Generator`` for a reproducible draw; None draws from torch's
+            global stream of ``device``.  See :func:`random_tensor` for where the draw is made.
     """
     s = float(scale(tuple(shape)) if callable(scale) else scale)
     if not math.isfinite(s) or s < 0:
         raise ValueError(f"feedback scale must be a finite number >= 0, got {s}")
-    dtype = dtype or torch.get_default_dtype()
-    if dist == "uniform":
-        return (torch.rand(*shape, generator=generator, dtype=dtype) * 2 - 1) * s
-    if dist == "normal":
-        return torch.randn(*shape, generator=generator, dtype=dtype) * s
-    raise ValueError(f"unknown feedback distribution {dist!r}; choose 'uniform' or 'normal'")
+    return random_tensor(shape, dist, generator, dtype, device).mul_(s)
+
+
+def _fans(shape: tuple) -> tuple:
+    """(fan-in, fan-out) of a weight of this shape, as ``torch.nn.init`` counts them."""
+    receptive_field = math.prod(shape[2:])
+    return shape[1] * receptive_field, shape[0] * receptive_field
+
+
+def xavier_bound(shape: tuple) -> float:
+    """``sqrt(6 / (fan_in + fan_out))``: the range of Glorot/Xavier's uniform initialisation.
+
+    BioTorch's default (``"init": "xavier"``) draws every backward weight from
+    U[-xavier_bound, xavier_bound], for a weight of this shape.  The sum of the fans is the same for
+    a matrix and its transpose, so FA's ``W^T``-shaped matrices get the bound of ``W``.
+    """
+    fan_in, fan_out = _fans(tuple(shape))
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+def xavier_std(shape: tuple) -> float:
+    """``sqrt(2 / (fan_in + fan_out))``: the standard deviation of Xavier's initialisation (uniform or normal)."""
+    return xavier_bound(shape) / math.sqrt(3.0)
 
 
 def nokland_scale(shape: tuple) -> float:
@@ -57,19 +106,24 @@ def nokland_scale(shape: tuple) -> float:
     return 1.0 / math.sqrt(shape[1])
 
 
-class RandomFeedback(FeedbackChecks, FeedbackRule):  # issue 10: FeedbackChecks
+class RandomFeedback(FeedbackChecks, FeedbackRule):
     """Shared machinery of FA and DFA: fixed random matrices kept as module buffers.
 
-    ``scale=None`` means 0.5 on an MLP (Lillicrap's U[-0.5, 0.5]) and, on any other model,
-    ``1/sqrt(fan-in)`` of the matrix, the range of PyTorch's own default initialisation.
+    The matrices are drawn in the model's dtype on the model's device (so a float64 or GPU model
+    needs no conversion, and a model on ``meta`` draws nothing).  ``dist=None`` and ``scale=None``
+    pick the rule's defaults, which differ between chapter 1's :class:`~dfa_lib.models.MLP`
+    (the papers' settings, kept so the chapters' numbers stay reproducible) and any other model
+    (BioTorch's default, Xavier's uniform range): see :class:`FA` and :class:`DFA`.
     """
 
     has_fast_path = True
     needs_block_shapes = False  # DFA: the shapes of the block outputs it sends signals to
+    mlp_defaults = ("uniform", 0.5)  # (dist, scale) on an MLP
 
-    def __init__(self, model: nn.Module, dist: str, scale, generator: torch.Generator | None,
+    def __init__(self, model: nn.Module, dist: str | None, scale: Scale | None, generator: torch.Generator | None,
                  path: str = "auto", example_input: torch.Tensor | None = None):
         super().__init__()
+        check_generator(generator)
         self.is_mlp = isinstance(model, MLP)
         if self.is_mlp:
             if model.n_hidden == 0:
@@ -85,15 +139,27 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):  # issue 10: FeedbackChecks
                 in_shapes, out_shape = layer_io_shapes(model, example_input)
             else:  # FA needs only the weights' shapes
                 in_shapes, out_shape = [None] * len(layers), None
-        self.layer_kinds = [type(l).__name__ for l in learning_layers(model)]
-        self.weight_shapes = [tuple(l.weight.shape) for l in learning_layers(model)]
+        layers = learning_layers(model)
+        self.layer_kinds = [type(l).__name__ for l in layers]
+        self.weight_shapes = [tuple(l.weight.shape) for l in layers]
         self.block_shapes = [None if s is None else tuple(s) for s in in_shapes[1:]]
         self.out_shape = None if out_shape is None else tuple(out_shape)
-        if scale is None:
-            scale = 0.5 if self.is_mlp else fan_in_scale
-        self.dist, self.scale = dist, scale
-        self.reset_feedback(generator)
+        self.dist, self.scale = self._default_distribution(dist, scale)
+        self._draw(generator, layers[0].weight.dtype, layers[0].weight.device)
         self._choose_path(model, path)
+
+    def _default_distribution(self, dist: str | None, scale: Scale | None) -> tuple:
+        """(dist, scale) with the rule's defaults filled in: the papers' on an MLP, Xavier's on any other model."""
+        mlp_dist, mlp_scale = self.mlp_defaults
+        if dist is None:
+            dist = mlp_dist if self.is_mlp else "uniform"
+        if scale is None:
+            scale = mlp_scale if self.is_mlp else (xavier_bound if dist == "uniform" else xavier_std)
+        return dist, scale
+
+    def _draw(self, generator, dtype, device) -> None:
+        mats = [init_feedback(s, self.dist, self.scale, generator, dtype, device) for s in self.expected_shapes()]
+        self._store(mats)
 
     def expected_shapes(self) -> list:
         raise NotImplementedError
@@ -105,10 +171,9 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):  # issue 10: FeedbackChecks
         return f"sizes {self.sizes}" if self.is_mlp else f"learning layers {self.layer_kinds}"
 
     def reset_feedback(self, generator: torch.Generator | None = None) -> None:
-        """Draw new feedback matrices from the rule's distribution."""
-        device = next(iter(self.buffers()), torch.empty(0)).device
-        mats = [init_feedback(s, self.dist, self.scale, generator) for s in self.expected_shapes()]
-        self._store([m.to(device) for m in mats])
+        """Draw new feedback matrices from the rule's distribution (in the dtype and on the device of the old ones)."""
+        ref = next(iter(self.buffers()))
+        self._draw(generator, ref.dtype, ref.device)
 
     def set_feedback(self, matrices: Sequence[torch.Tensor]) -> None:
         """Replace the feedback matrices, one per hidden block, after checking their shapes."""
@@ -145,12 +210,35 @@ class FA(RandomFeedback):
     ``feedback[l-1]`` has the shape of ``W_{l+1}^T``: (n_l, n_{l+1}) for a Linear layer, and the
     shape of the weight itself for a conv layer (the kernel used in place of W when the signal is
     sent down).  Setting each to the (transposed) next forward weight gives exactly backpropagation.
+
+    Defaults: on an :class:`~dfa_lib.models.MLP`, U[-0.5, 0.5] (Lillicrap et al.'s range, chapter 1).
+    On any other model, Xavier's uniform range U[-b, b] with ``b = sqrt(6 / (fan_in + fan_out))``
+    of the layer's weight (:func:`xavier_bound`): BioTorch's default for FA (its ``"init": "xavier"``;
+    BioTorch also re-initialises W that way, this library leaves your model's W as it is).
+    ``scale=fan_in_scale`` gives the range of PyTorch's own initialisation of W instead
+    (BioTorch's ``"init": "kaiming"``).
+
+    Args:
+        model: the network: an :class:`~dfa_lib.models.MLP` or any ``nn.Module`` whose learning
+            layers are ``nn.Linear``/``nn.Conv2d`` (at least two of them).
+        dist: ``"uniform"`` (default) for U[-scale, scale] or ``"normal"`` for N(0, scale^2).
+        scale: the range (uniform) or standard deviation (normal): a number, or a function of
+            the matrix shape returning one.  Default None: 0.5 on an MLP; on any other model
+            :func:`xavier_bound` for uniform, :func:`xavier_std` for normal.
+        generator: a ``torch.Generator`` that makes the draw reproducible (on the CPU or on the
+            model's device; the matrices end up on the model's device either way).  Default None:
+            torch's global random stream of the model's device.
+        path: ``"auto"`` (default) takes the MLP fast path for an :class:`~dfa_lib.models.MLP` and
+            the autograd hooks for any other model; ``"autograd"`` forces the hooks (chapter 10).
+        example_input: not needed by FA (accepted so every rule can be built the same way).
     """
 
     name = "FA"
 
-    def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale | None = None, generator=None,
-                 path: str = "auto", example_input=None):
+    def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale | None = None,
+                 generator: torch.Generator | None = None, path: str = "auto",
+                 example_input: torch.Tensor | None = None):
+        """Draw FA's feedback matrices for ``model`` and attach the rule (see the class docstring)."""
         super().__init__(model, dist, scale, generator, path, example_input)
 
     def expected_shapes(self):
@@ -196,13 +284,40 @@ class DFA(RandomFeedback):
     of the block's output (C*H*W after a conv block).  One matmul ``e @ B^T`` gives every block its
     signal.  With one hidden layer and ``B = W_2^T`` DFA is exactly BP.  On a model with conv
     layers pass ``example_input=x[:1]`` so the block shapes are known.
+
+    Defaults: on an :class:`~dfa_lib.models.MLP`, N(0, 1.9^2), the feedback of the seed
+    experiments (chapters 2-3; chapter 5 compares other scales).  On any other model, Xavier's
+    uniform range U[-b, b] with ``b = sqrt(6 / (n_l + n_out))`` for each block's (n_l, n_out)
+    matrix (:func:`xavier_bound`): BioTorch's default for DFA, which draws its (n_out, n_l)
+    matrix that way.  For a conv block BioTorch instead uses one kernel per output class, shared
+    over positions; here every entry of the block's output has its own row, scaled by the same formula.
+
+    Args:
+        model: the network: an :class:`~dfa_lib.models.MLP` or any ``nn.Module`` whose learning
+            layers are ``nn.Linear``/``nn.Conv2d`` (at least two of them).
+        dist: ``"uniform"`` for U[-scale, scale] or ``"normal"`` for N(0, scale^2).  Default None:
+            ``"normal"`` on an MLP, ``"uniform"`` on any other model.
+        scale: the range (uniform) or standard deviation (normal): a number, or a function of
+            the matrix shape returning one (e.g. :func:`~dfa_lib.rules.nokland_scale`).  Default
+            None: 1.9 on an MLP; on any other model :func:`xavier_bound` for uniform,
+            :func:`xavier_std` for normal.
+        generator: a ``torch.Generator`` that makes the draw reproducible (on the CPU or on the
+            model's device; the matrices end up on the model's device either way).  Default None:
+            torch's global random stream of the model's device.
+        path: ``"auto"`` (default) takes the MLP fast path for an :class:`~dfa_lib.models.MLP` and
+            the autograd hooks for any other model; ``"autograd"`` forces the hooks (chapter 10).
+        example_input: one input row (``x[:1]``), needed when the model has conv layers, to learn
+            the shapes of the block outputs; default None (enough for an MLP or Linear layers only).
     """
 
     name = "DFA"
     needs_block_shapes = True
+    mlp_defaults = ("normal", 1.9)
 
-    def __init__(self, model: nn.Module, dist: str = "normal", scale: Scale = 1.9, generator=None,
-                 path: str = "auto", example_input=None):
+    def __init__(self, model: nn.Module, dist: str | None = None, scale: Scale | None = None,
+                 generator: torch.Generator | None = None, path: str = "auto",
+                 example_input: torch.Tensor | None = None):
+        """Draw DFA's feedback matrix for ``model`` and attach the rule (see the class docstring)."""
         super().__init__(model, dist, scale, generator, path, example_input)
 
     @property

@@ -5,49 +5,92 @@ Moskovitz, Litwin-Kumar & Abbott 2018, with BioTorch's three variants (Sanfiz & 
 Every learning layer after the first sends the signal down through a backward weight of its
 weight's shape, recomputed from the current W at every step::
 
-    uSF    B = sign(W)                     uniform magnitudes
-    frSF   B = |R| * sign(W)               R fixed and random
-    brSF   B = |R_t| * sign(W)             R redrawn for every mini-batch
+    uSF    B = (b / sqrt(3)) * sign(W)     one magnitude per layer: the std of U[-b, b]
+    frSF   B = |R| * sign(W)               R ~ U[-b, b], drawn once
+    brSF   B = |R_t| * sign(W)             R_t ~ U[-b, b], redrawn for every mini-batch
+
+with ``b = sqrt(6 / (fan_in + fan_out))`` of the layer's weight by default: BioTorch's scaling
+(its default ``"init": "xavier"``), which keeps the signal at the size of a freshly initialised
+layer's.  Unscaled, ``sign(W)`` would multiply the signal by ``sqrt((fan_in + fan_out) / 2)`` at
+every layer it passes (the gradient of LeNet's first conv about 2 * 10^4 times BioTorch's).
 
 The rest is FA's chain: ``delta_l = (delta_{l+1} @ B_{l+1}) * f'(a_l)``.  There is no MLP fast
 path: these rules always train through autograd (:mod:`.graph`).  Compared in chapters 10 and 11.
 """
 from __future__ import annotations
 
+import math
+from typing import Callable, Union
+
 import torch
 import torch.nn as nn
 
+from ..checks import check_generator
 from .base import FeedbackRule
 from .graph import input_gradient, learning_layers
+from .random_feedback import random_tensor, xavier_bound
+
+Bound = Union[float, Callable[[tuple], float]]
 
 
 class SignSymmetry(FeedbackRule):
-    """Shared machinery: the backward weight of layer k is ``magnitude_k * sign(W_k)``."""
+    """Shared machinery: the backward weight of layer k is ``magnitude_k * sign(W_k)``.
+
+    Args:
+        model: any ``nn.Module`` whose learning layers are ``nn.Linear``/``nn.Conv2d``.
+        generator: a ``torch.Generator`` for the random magnitudes of frSF and brSF (uSF draws
+            nothing).  It may live on the CPU or on the model's device; brSF draws on the
+            generator's device, so a generator on the model's device saves a copy every batch.
+            Default None: torch's global random stream of the model's device.
+        scale: the range ``b`` of the magnitudes U[-b, b] (see the module docstring): a number,
+            or a function of the weight's shape returning one.  Default None:
+            :func:`~dfa_lib.rules.random_feedback.xavier_bound`, BioTorch's default.  uSF with
+            ``scale=math.sqrt(3)`` gives the unscaled ``B = sign(W)`` of Liao et al.'s equations;
+            ``scale=fan_in_scale`` the range of PyTorch's own initialisation (BioTorch's ``"init": "kaiming"``).
+    """
 
     magnitudes = "uniform"  # "uniform" (uSF), "fixed" (frSF) or "batch" (brSF)
 
-    def __init__(self, model: nn.Module, generator: torch.Generator | None = None):
+    def __init__(self, model: nn.Module, generator: torch.Generator | None = None, scale: Bound | None = None):
+        """Attach the rule to ``model`` (see the class docstring for the arguments)."""
         super().__init__()
+        check_generator(generator)
         self.generator = generator
         layers = learning_layers(model)
         self.layers = layers  # plain references to the model's layers (a list: not submodules of the rule)
+        bound = xavier_bound if scale is None else scale
+        self.bounds = [None] + [_checked_bound(bound, tuple(layer.weight.shape)) for layer in layers[1:]]
         if self.magnitudes != "uniform":
             for k, layer in enumerate(layers[1:], start=1):
-                self.register_buffer(f"R{k}", self._draw(layer.weight))
+                w = layer.weight
+                self.register_buffer(f"R{k}", self._random_magnitudes(k, w.dtype, w.device))
         self.attach(model)
 
-    def _draw(self, w: torch.Tensor) -> torch.Tensor:
-        r = torch.randn(w.shape, generator=self.generator, dtype=w.dtype)
-        return r.abs().to(w.device)
+    def _random_magnitudes(self, k: int, dtype, device) -> torch.Tensor:
+        """|U[-b, b]| = b * U[0, 1] for layer k, in W's dtype on W's device."""
+        shape = tuple(self.layers[k].weight.shape)
+        return random_tensor(shape, "uniform", self.generator, dtype, device).abs_().mul_(self.bounds[k])
 
     def start_forward(self, graph):
         if self.magnitudes == "batch":
             for k, layer in enumerate(self.layers[1:], start=1):
-                getattr(self, f"R{k}").copy_(self._draw(layer.weight))
+                self._redraw(k, layer.weight)
+
+    def _redraw(self, k: int, w: torch.Tensor) -> None:
+        """brSF's new magnitudes, drawn in place on W's device (no copy from the CPU each batch)."""
+        R = getattr(self, f"R{k}")
+        if R.device != w.device or R.dtype != w.dtype:  # the model moved since the rule was built
+            self.register_buffer(f"R{k}", self._random_magnitudes(k, w.dtype, w.device))
+        elif self.generator is None or self.generator.device == R.device:
+            R.uniform_(0.0, self.bounds[k], generator=self.generator)
+        else:  # a generator on another device: draw there, then copy
+            R.copy_(self._random_magnitudes(k, R.dtype, R.device))
 
     def backward_weight(self, k: int) -> torch.Tensor:
         sign = self.layers[k].weight.detach().sign()
-        return sign if self.magnitudes == "uniform" else getattr(self, f"R{k}") * sign
+        if self.magnitudes == "uniform":
+            return sign * (self.bounds[k] / math.sqrt(3.0))
+        return getattr(self, f"R{k}") * sign
 
     def feedback_weights(self) -> list:
         return [self.backward_weight(k) for k in range(1, len(self.layers))]
@@ -59,22 +102,43 @@ class SignSymmetry(FeedbackRule):
         return (lambda g: (input_gradient(layer, B, g, x.shape),)), (x,)
 
 
+def _checked_bound(bound: Bound, shape: tuple) -> float:
+    b = float(bound(shape) if callable(bound) else bound)
+    if not math.isfinite(b) or b < 0:
+        raise ValueError(f"sign-symmetry scale must be a finite number >= 0, got {b}")
+    return b
+
+
 class USF(SignSymmetry):
-    """Uniform sign-concordant feedback: ``B = sign(W)`` (Liao et al. 2016)."""
+    """Uniform sign-concordant feedback: ``B = (b / sqrt(3)) * sign(W)`` (Liao et al. 2016).
+
+    Default ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight, so ``B`` has the standard
+    deviation of Xavier's initialisation, exactly as BioTorch's uSF (default ``"init": "xavier"``).
+    Arguments as in :class:`SignSymmetry` (``generator`` is unused: uSF draws nothing).
+    """
 
     name = "uSF"
     magnitudes = "uniform"
 
 
 class FRSF(SignSymmetry):
-    """Fixed random-magnitude sign-concordant feedback: ``B = |R| * sign(W)``, R drawn once (Moskovitz et al. 2018)."""
+    """Fixed random-magnitude sign-concordant feedback: ``B = |R| * sign(W)``, R drawn once (Moskovitz et al. 2018).
+
+    Default ``R ~ U[-b, b]`` with ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight:
+    BioTorch's frSF (its default ``"init": "xavier"``).  Arguments as in :class:`SignSymmetry`.
+    """
 
     name = "frSF"
     magnitudes = "fixed"
 
 
 class BRSF(SignSymmetry):
-    """Batch random-magnitude sign-concordant feedback: ``B = |R_t| * sign(W)``, R redrawn every mini-batch."""
+    """Batch random-magnitude sign-concordant feedback: ``B = |R_t| * sign(W)``, R redrawn every mini-batch.
+
+    Default ``R_t ~ U[-b, b]`` with ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight:
+    BioTorch's brSF (its default ``"init": "xavier"``), drawn on the weight's device at the start
+    of every forward pass with gradients.  Arguments as in :class:`SignSymmetry`.
+    """
 
     name = "brSF"
     magnitudes = "batch"
