@@ -59,13 +59,18 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -
 
 
 def angle_degrees(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle between two tensors seen as flat vectors, in degrees (90 for a zero tensor)."""
+    """Angle between two tensors seen as flat vectors, in degrees (90 for a zero tensor).
+
+    Computed as ``2 atan2(|u - v|, |u + v|)`` of the unit vectors (Kahan's form), which stays
+    exact near 0 and 180 degrees, where ``acos`` of the cosine loses half the digits: identical
+    gradients read 0, not a few 1e-6 degrees of rounding.
+    """
     a, b = a.reshape(-1).double(), b.reshape(-1).double()
-    denom = a.norm() * b.norm()
-    if denom == 0:
+    norm_a, norm_b = a.norm(), b.norm()
+    if norm_a == 0 or norm_b == 0:
         return 90.0
-    cos = (a @ b / denom).clamp(-1, 1).item()
-    return math.degrees(math.acos(cos))
+    u, v = a / norm_a, b / norm_b
+    return math.degrees(2 * math.atan2((u - v).norm().item(), (u + v).norm().item()))
 
 
 def alignment_from_cache(model: MLP, cache: ForwardCache, e: torch.Tensor, signals: list) -> dict:
@@ -89,16 +94,33 @@ def alignment_from_cache(model: MLP, cache: ForwardCache, e: torch.Tensor, signa
     return out
 
 
-def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str = "bce") -> dict:
+def default_loss(model: torch.nn.Module) -> str:
+    """The loss :func:`alignment_angles` and :func:`alignment` measure with when none is named.
+
+    Both resolve ``loss=None`` the same way, from the model, because no single loss name suits
+    every model: an :class:`~dfa_lib.models.MLP` with sigmoid or softmax outputs gets ``"bce"``
+    (:func:`dfa_lib.train`'s default, the book's MLP convention; ``"ce"`` would reject a sigmoid
+    output), an MLP with identity or tanh outputs ``"mse"`` (the only loss that takes them), and
+    any other model, which returns scores, ``"ce"`` (the loss chapters 10 and 11 train with).
+    Name the loss you train with to measure against it.
+    """
+    if isinstance(model, MLP):
+        return "bce" if model.output_name in ("sigmoid", "softmax") else "mse"
+    return "ce"
+
+
+def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str | None = None) -> dict:
     """Angles between ``rule``'s hidden signals/updates and BP's on a batch ``(x, y)``.
 
     ``y`` may be class indices, one-hot rows or real targets, as for training.  As
     :func:`dfa_lib.train` does, ``x`` and the rule's matrices are converted to the model's
-    dtype and device.
+    dtype and device.  ``loss=None`` measures with :func:`default_loss` (``"bce"`` for the
+    default sigmoid output).
     """
     from .losses import check_loss, output_error
     from .targets import _as_tensor, prepare_targets
 
+    loss = default_loss(model) if loss is None else loss
     check_loss(loss, model.output_name)
     param = next(model.parameters())
     x = x.to(param.device, param.dtype)  # no copy when they match already
@@ -110,7 +132,8 @@ def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.T
     return alignment_from_cache(model, cache, e, rule.signals(model, cache, e))
 
 
-def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> dict:
+def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor,
+              loss: str | None = None) -> dict:
     """Angles between ``rule`` and BP on any model, for one batch ``(x, y)`` (chapters 10 and 11).
 
     Returns a dict of lists, one angle (degrees) per hidden block:
@@ -121,37 +144,44 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
       (BioTorch's "layer alignment"), for learning layers 2..L; None where a rule has no
       backward weight (DFA, DRTP, shallow, BP).
 
-    The rule's hooks must be on ``model`` (any rule built for a model that is not an MLP, or
-    with ``path="autograd"``).  Both gradients come from the same weights and batch: one pass
-    with the rule's hooks on, one with them off (plain autograd, i.e. BP).  Nothing is written
-    to ``.grad``.  An :class:`~dfa_lib.models.MLP` on a fast path uses :func:`alignment_angles`.
+    A block the rule sends no signal to (shallow learning) reads 90 degrees.  The rule's hooks
+    must be on ``model`` (any rule built for a model that is not an MLP, or with
+    ``path="autograd"``).  ``loss=None`` measures with :func:`default_loss` (``"ce"`` for a model
+    returning scores).  ``x`` and the rule are converted to the model's device and dtype.
+
+    Both rules' gradients come from ONE forward pass in the model's current mode, so under
+    dropout they see the same mask, and a rule that draws at every forward (brSF) draws once.
+    The pass runs with the rule's hooks switched off: BP's gradients are autograd's on that
+    graph, and the rule's are assembled on the same graph from its own hooks' handlers, block
+    by block (:func:`_rule_gradients`).  The model is left as it was: its buffers (batch norm's
+    running statistics) are restored and nothing is written to ``.grad``.  An
+    :class:`~dfa_lib.models.MLP` on a fast path uses :func:`alignment_angles`.
     """
-    from .losses import per_example_loss, per_example_loss_of_scores
-    from .targets import prepare_targets
+    from .targets import _as_tensor
 
     graph = rule.graph
     if graph is None:
         raise ValueError(f"{rule.name} has no hooks on this model; build it with path='autograd' (or use "
                          "alignment_angles for an MLP)")
-    params = [layer.weight for layer in graph.layers[:-1]]
+    loss = default_loss(model) if loss is None else loss
+    param = next(model.parameters())
+    x = x.to(param.device, param.dtype)  # no copy when they match already
+    rule.to(device=param.device, dtype=param.dtype)
+    y = _as_tensor(y).to(param.device)
 
-    def gradients(active: bool):
-        graph.active = active
-        try:
-            out = model(x)
-            t = prepare_targets(y, out.shape[1], loss, len(x), dtype=out.dtype)
-            rule.observe_target(t.values)
-            losses = per_example_loss(loss, out, t.values) if isinstance(model, MLP) else \
-                per_example_loss_of_scores(loss, out, t.values)
-            kept = graph.inputs[1:]
-            grads = torch.autograd.grad(losses.mean(), kept + params, allow_unused=True)
-        finally:
-            graph.active = True
-        return grads[: len(kept)], grads[len(kept):]
-
-    with torch.enable_grad():
-        bp_signals, bp_updates = gradients(False)
-        signals, updates = gradients(True)
+    was_active = graph.active
+    saved = _ModelState(model)
+    try:
+        with torch.enable_grad():
+            graph.active = False  # the full graph: BP's gradients are plain autograd on it
+            mean_loss, targets = _mean_loss(model, x, y, loss)
+            bp_signals, bp_updates = _bp_gradients(graph, mean_loss)
+            rule.observe_target(targets)  # DRTP's handler takes it, once, in _rule_gradients
+            signals, updates = _rule_gradients(rule, graph, mean_loss)
+    finally:
+        graph.active = was_active
+        graph.inputs, graph.outputs = [], []  # drop the measuring pass's autograd graph
+        saved.restore()
 
     def angle(a, b):
         return 90.0 if a is None or b is None else angle_degrees(a, b)
@@ -165,7 +195,99 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     }
 
 
-def record_alignment(rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", key: str = "alignment"):
+class _ModelState:
+    """What a forward pass may change in a model: its buffers (batch norm's running mean and variance,
+    ``num_batches_tracked``) and every submodule's train/eval flag; :meth:`restore` puts them back."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for b, saved in self.buffers:
+                b.copy_(saved)
+        for m, training in self.modes:
+            m.training = training
+
+
+def _mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple:
+    """The batch's mean loss from one forward pass, and the prepared targets (what training uses)."""
+    from .losses import check_loss, per_example_loss, per_example_loss_of_scores
+    from .targets import prepare_targets
+
+    out = model(x)
+    t = prepare_targets(y, out.shape[1], loss, len(x), dtype=out.dtype)
+    if isinstance(model, MLP):
+        check_loss(loss, model.output_name)
+        losses = per_example_loss(loss, out, t.values)
+    else:
+        losses = per_example_loss_of_scores(loss, out, t.values)
+    return losses.mean(), t.values
+
+
+def _grad(output: torch.Tensor, wrt: torch.Tensor, grad_output: torch.Tensor | None = None):
+    """d output / d wrt (times ``grad_output``) on the retained graph; None where no gradient flows."""
+    if not (output.requires_grad and wrt.requires_grad) or (grad_output is None and output.dim() > 0):
+        return None
+    (g,) = torch.autograd.grad(output, wrt, grad_output, retain_graph=True, allow_unused=True)
+    return g
+
+
+def _bp_gradients(graph, mean_loss: torch.Tensor) -> tuple:
+    """BP's gradients at the hidden block outputs and at the hidden learning layers' weights."""
+    signals = [_grad(mean_loss, h) for h in graph.inputs[1:]]
+    updates = [_grad(mean_loss, layer.weight) for layer in graph.layers[:-1]]
+    return signals, updates
+
+
+def _rule_gradients(rule: FeedbackRule, graph, mean_loss: torch.Tensor) -> tuple:
+    """The gradients the rule's hooks would give, assembled on the uncut graph of the same forward pass.
+
+    With the hooks on, learning layer ``k`` sees a detached input (where the rule cuts) and its
+    output passes through the rule's tap, whose handler turns the gradient at that output into
+    gradients of kept block outputs (chapter 10).  Walking the layers from the last to the first
+    does the same: the gradient at layer ``k``'s output is the loss's (last layer) or the
+    within-block backward of what block ``k + 1``'s output received; the handler of ``rule.tap(k)``
+    maps it to the kept block outputs; where the rule does not cut (BP with hooks) autograd's own
+    gradient through the layer is added.  The within-block backward follows a chain of blocks, the
+    models the rules are built for (:mod:`dfa_lib.rules.graph`).
+    """
+    n, inputs, outputs = graph.n_layers, graph.inputs, graph.outputs
+    block_of = {id(h): k for k, h in enumerate(inputs)}
+    at_input = [None] * n   # gradient at learning layer k's input, i.e. block k's output
+    at_output = [None] * n  # gradient at learning layer k's output
+    for k in reversed(range(n)):
+        at_output[k] = _grad(mean_loss, outputs[k]) if k == n - 1 else _grad(inputs[k + 1], outputs[k], at_input[k + 1])
+        g = at_output[k]
+        if g is None:
+            continue
+        if k > 0 and not rule.cuts(k, n):
+            at_input[k] = _sum(at_input[k], _grad(outputs[k], inputs[k], g))
+        handler, kept = rule.tap(k, graph)
+        if handler is None:
+            continue
+        for h, grad in zip(kept, handler(g)):
+            if id(h) not in block_of:
+                raise RuntimeError(f"{rule.name}'s hook at learning layer {k + 1} sends gradients to a tensor that is "
+                                   "not a block output; alignment() can only measure rules that feed block outputs")
+            j = block_of[id(h)]
+            if j > 0:
+                at_input[j] = _sum(at_input[j], grad)
+    updates = [_grad(outputs[k], layer.weight, at_output[k]) if at_output[k] is not None else None
+               for k, layer in enumerate(graph.layers[:-1])]
+    return at_input[1:], updates
+
+
+def _sum(a: torch.Tensor | None, b: torch.Tensor | None):
+    """``a + b`` where None means no gradient (autograd's accumulation)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def record_alignment(rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
+                     key: str = "alignment"):
     """An ``on_epoch`` callback for :func:`dfa_lib.train` that appends :func:`alignment` on ``(x, y)``
     to ``history.records[key]`` after every epoch (chapter 10)."""
 
