@@ -19,6 +19,23 @@ the gradient at that output and returns the gradients of the kept block outputs.
 ordinary ``loss.backward()`` then gives every weight its gradient, conv or not, and no rule
 but BP runs the backward chain.  The book explains it in chapter 10; chapter 11 uses it on a
 convolutional network.
+
+What trains every parameter (checked when the rule is attached, :func:`check_parameters`):
+
+- the weight and bias of every ``nn.Linear`` and ``nn.Conv2d``: the rule;
+- the affine parameters of normalisation layers (``BatchNorm1d/2d/3d``, ``LayerNorm``,
+  ``GroupNorm``) inside a block: trained *locally*, by autograd from the signal the rule gives
+  the block's output back to the block's learning layer (the gradient a norm layer after the
+  last learning layer receives is exact);
+- parameters with ``requires_grad=False``: nothing (frozen);
+- any other parameter (``nn.Embedding``, ``nn.LSTM``, ``nn.Conv1d``, ``nn.MultiheadAttention``,
+  an ``nn.Parameter`` used in ``forward``): refused, with the modules' names.
+
+At the first forward pass with gradients the model is checked once more (:class:`_FirstForwardCheck`):
+it must return one tensor of scores that depends on the last registered learning layer, every
+learning layer must have run, and no trained parameter may sit before the first learning layer,
+where the rule cuts the graph.  Later forward passes cost a few tuple compares: the block shapes
+DFA was built for, and the device and dtype the rule's matrices must follow (``model.to(...)``).
 """
 from __future__ import annotations
 
@@ -27,6 +44,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 LEARNING_LAYERS = (nn.Linear, nn.Conv2d)
+LOCAL_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm)
+SUPPORTED = ("a rule trains the weights and biases of nn.Linear and nn.Conv2d layers, and inside a block "
+             "(after the first of them) the affine parameters of BatchNorm, LayerNorm and GroupNorm")
+GRAPH_WALK_LIMIT = 20000  # autograd nodes visited by a one-time check before it gives up (says nothing)
 
 
 def learning_layers(model: nn.Module) -> list:
@@ -37,20 +58,72 @@ def learning_layers(model: nn.Module) -> list:
     return layers
 
 
+def _module_label(name: str, module: nn.Module) -> str:
+    return f"'{name}' ({type(module).__name__})" if name else f"the model itself ({type(module).__name__})"
+
+
+def check_parameters(model: nn.Module) -> None:
+    """Refuse a model with trained parameters that no rule can train (see the module docstring).
+
+    A parameter of an ``nn.Embedding``, ``nn.LSTM``, ``nn.Conv1d`` ... would silently keep its
+    initial value (before the first learning layer the rule cuts its input) or be trained by
+    backprop through its own weights (inside a block): neither is the rule the reader chose.
+    """
+    refused = []
+    for name, module in model.named_modules():
+        if isinstance(module, LEARNING_LAYERS + LOCAL_LAYERS):
+            continue
+        own = [p_name for p_name, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if own:
+            listed = ", ".join(own[:4]) + (", ..." if len(own) > 4 else "")
+            refused.append(f"{_module_label(name, module)}: {listed}")
+    if refused:
+        raise ValueError(
+            "the feedback rules cannot train the parameters of " + "; ".join(refused) + ". " + SUPPORTED + ". "
+            "Freeze those parameters (module.requires_grad_(False)), replace the modules by supported layers, "
+            "or train this model with BP (plain autograd)")
+
+
+def _same_padding(layer: nn.Conv2d) -> list:
+    """Total zero padding of each spatial dimension for ``padding="same"`` (stride 1)."""
+    return [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
+
+
 def input_gradient(layer: nn.Module, weight: torch.Tensor, g: torch.Tensor, input_shape) -> torch.Tensor:
     """The gradient at a layer's input for gradient ``g`` at its output, with ``weight`` in place of W.
 
     With ``weight = layer.weight`` this is exactly what autograd computes (the layer is linear
-    in its input); FA-type rules pass their backward weight ``B`` instead.
+    in its input); FA-type rules pass their backward weight ``B`` instead.  A Linear layer takes
+    inputs with any leading dimensions (``g @ W``); a conv layer any numeric padding and
+    ``padding="valid"`` or ``"same"`` (chapter 11).
     """
     if isinstance(layer, nn.Linear):
         return g @ weight
     if isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros":
             raise ValueError(f"{layer}: only padding_mode='zeros' is supported by the feedback rules")
-        return torch.nn.grad.conv2d_input(input_shape, weight, g, layer.stride, layer.padding, layer.dilation,
+        padding = layer.padding
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            totals = _same_padding(layer)
+            if any(t % 2 for t in totals):
+                return _asymmetric_same_input_gradient(layer, weight, g, input_shape, totals)
+            padding = tuple(t // 2 for t in totals)
+        return torch.nn.grad.conv2d_input(input_shape, weight, g, layer.stride, padding, layer.dilation,
                                           layer.groups)
     raise TypeError(f"no input gradient for {type(layer).__name__}")
+
+
+def _asymmetric_same_input_gradient(layer, weight, g, input_shape, totals) -> torch.Tensor:
+    """``padding="same"`` with an odd total padding (an even kernel): PyTorch pads ``total // 2``
+    before and the rest after.  The gradient at the zero-padded input, cropped to the real input,
+    is the gradient at the input (the padding zeros are constants)."""
+    before = [t // 2 for t in totals]
+    padded = (*input_shape[:2], *(n + t for n, t in zip(input_shape[2:], totals)))
+    grad = torch.nn.grad.conv2d_input(padded, weight, g, 1, 0, layer.dilation, layer.groups)
+    h, w = input_shape[2:]
+    return grad[:, :, before[0]:before[0] + h, before[1]:before[1] + w]
 
 
 def forward_with(layer: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +139,9 @@ class _Tap(torch.autograd.Function):
     @staticmethod
     def forward(ctx, handler, out, *kept):
         ctx.handler = handler
-        return out.view_as(out)
+        # an alias that autograd does not count as a view, so that an in-place activation after the
+        # layer (nn.ReLU(inplace=True)) is allowed: Linear and Conv2d do not keep their output for backward
+        return out.detach()
 
     @staticmethod
     def backward(ctx, g):
@@ -85,7 +160,12 @@ class _PreHook:
             return None
         if self.k == 0:
             graph.start_forward()
+        elif len(graph.inputs) != self.k:
+            raise RuntimeError(graph.order_message(self.k))
         x = args[0]
+        shapes = graph.block_shapes
+        if shapes is not None and self.k > 0 and x.shape[1:] != shapes[self.k - 1]:
+            raise ValueError(graph.block_shape_message(self.k, x))
         graph.inputs.append(x)
         if graph.active and graph.rule.cuts(self.k, graph.n_layers):
             return (x.detach(),) + tuple(args[1:])
@@ -100,19 +180,59 @@ class _PostHook:
 
     def __call__(self, layer, args, out):
         graph = self.graph
-        if not torch.is_grad_enabled() or len(graph.inputs) != self.k + 1:
-            if torch.is_grad_enabled():
-                raise RuntimeError(
-                    f"learning layer {self.k + 1} ({layer}) ran out of order or twice in one forward pass; "
-                    "the feedback rules need each nn.Linear/nn.Conv2d to run once, in registration order")
+        if not torch.is_grad_enabled():
             return None
+        if len(graph.inputs) != self.k + 1:
+            raise RuntimeError(graph.order_message(self.k))
         graph.outputs.append(out)
-        if not graph.active:
+        handler, kept = graph.rule.tap(self.k, graph) if graph.active else (None, ())
+        if handler is not None:
+            out = _Tap.apply(handler, out, *kept)
+        if self.k == graph.n_layers - 1:
+            graph.last_output = out
+        return out if handler is not None else None
+
+
+def _reaches(start, found, limit: int = GRAPH_WALK_LIMIT):
+    """Walk the autograd graph from node ``start``: the first node for which ``found(node)`` is true,
+    ``None`` when the whole graph was walked without one, ``...`` when ``limit`` nodes did not suffice."""
+    stack, seen = [start], {start}
+    while stack:
+        node = stack.pop()
+        if found(node):
+            return node
+        if len(seen) > limit:
+            return ...
+        for child, _ in node.next_functions:
+            if child is not None and child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return None
+
+
+class _FirstForwardCheck:
+    """A forward hook on the model itself: checks, at the first forward pass with gradients and
+    the rule on, what only a forward pass shows (module docstring), then takes itself off."""
+
+    def __init__(self, graph: "RuleGraph"):
+        self.graph = graph
+
+    def __call__(self, model, args, output):
+        graph = self.graph
+        if graph.checked or not torch.is_grad_enabled() or not graph.active:
             return None
-        handler, kept = graph.rule.tap(self.k, graph)
-        if handler is None:
-            return None
-        return _Tap.apply(handler, out, *kept)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"{type(model).__name__} returned a {type(output).__name__}: the rules need a model that returns "
+                "one tensor of scores (the output of its last nn.Linear/nn.Conv2d, or a function of it) for the "
+                "loss. Return the scores alone, and compute anything else outside the model or in a second method")
+        graph.check_all_layers_ran()
+        graph.check_nothing_trains_before_the_first_layer(model)
+        graph.check_output_depends_on_the_last_layer(output)
+        graph.checked = True
+        if graph.check_handle is not None:
+            graph.check_handle.remove()
+        return None
 
 
 class RuleGraph:
@@ -126,35 +246,183 @@ class RuleGraph:
     def __init__(self, rule, model: nn.Module):
         self.rule, self.layers = rule, learning_layers(model)
         self.n_layers = len(self.layers)
+        cuts_somewhere = any(rule.cuts(k, self.n_layers) for k in range(self.n_layers))
+        if cuts_somewhere:  # BP's hooks cut nothing: every parameter trains by autograd
+            check_parameters(model)
+        names = {m: n for n, m in model.named_modules()}
+        self.names = [names[layer] for layer in self.layers]
+        # the per-example shapes DFA and DRTP were built for: their one matrix product needs them
+        needs_shapes = getattr(rule, "needs_block_shapes", False)
+        self.block_shapes = [tuple(s) for s in rule.block_shapes] if needs_shapes else None
         self.active = True
         self.inputs, self.outputs = [], []
+        self.last_output = None
+        self.placement = None  # (device, dtype) of the first layer's weight when the rule was last placed
+        self.checked = not cuts_somewhere
         self.handles = []
         for k, layer in enumerate(self.layers):
             self.handles.append(layer.register_forward_pre_hook(_PreHook(self, k)))
             self.handles.append(layer.register_forward_hook(_PostHook(self, k)))
+        self.check_handle = None
+        if not self.checked:
+            self.check_handle = model.register_forward_hook(_FirstForwardCheck(self))
+            self.handles.append(self.check_handle)
 
     def start_forward(self) -> None:
-        self.inputs, self.outputs = [], []
+        self.inputs, self.outputs, self.last_output = [], [], None
+        self.follow_model()
         self.rule.start_forward(self)
+
+    def follow_model(self) -> None:
+        """Move the rule to the device and dtype of the model's weights (after ``model.to(...)``,
+        ``model.double()``).  ``nn.Module.to`` keeps a parameter object where it can (dtype changes,
+        CPU to GPU), so an optimizer over Kolen-Pollack's ``B`` keeps working."""
+        weight = self.layers[0].weight
+        placement = (weight.device, weight.dtype)
+        if placement == self.placement:
+            return
+        tensors = list(self.rule.parameters()) + list(self.rule.buffers())
+        if any(t.device != weight.device or (t.is_floating_point() and t.dtype != weight.dtype) for t in tensors):
+            self.rule.to(device=weight.device, dtype=weight.dtype)
+        self.placement = placement
+
+    # ---------------------------------------------------------------- messages and one-time checks
+    def _layer(self, k: int) -> str:
+        return f"'{self.names[k]}' ({self.layers[k]})" if self.names[k] else f"the model ({self.layers[k]})"
+
+    def order_message(self, k: int) -> str:
+        """Why learning layer ``k`` cannot run now, in the model's terms."""
+        done = len(self.outputs)
+        if len(self.inputs) > k:
+            what = (f"learning layer {self._layer(k)} ran a second time in one forward pass (a layer used twice, "
+                    "e.g. shared weights)")
+        else:
+            what = (f"learning layer {self._layer(k)} ran before {self._layer(done)}, which is registered before it: "
+                    "the layers ran in another order than they are defined in __init__")
+        return (f"{what}. {self.rule.name} takes the nn.Linear/nn.Conv2d layers as a chain in the order "
+                "model.modules() lists them, each run once per forward pass: define them in __init__ in the order "
+                "forward uses them, give each use its own layer, or train this model with BP")
+
+    def block_shape_message(self, k: int, x: torch.Tensor) -> str:
+        expected, got = self.block_shapes[k - 1], tuple(x.shape[1:])
+        layer = self.layers[k]
+        if isinstance(layer, nn.Linear) and x.dim() > 2:
+            return (f"learning layer {self._layer(k)} received inputs of shape {tuple(x.shape)}: {self.rule.name} "
+                    f"sends each example's error to every block, so each row must be one example (N, features) and "
+                    f"this block's output must have shape (N, {expected[-1]}). For tokens (N, T, d), flatten them to "
+                    "(N*T, d) if each token is an example (and its targets to (N*T,)), or use FA, sign symmetry or "
+                    "Kolen-Pollack, which take any leading dimensions")
+        return (f"learning layer {self._layer(k)} received blocks of shape {got} per example, but {self.rule.name} "
+                f"was built for {expected} (from example_input): its feedback matrix has one row per entry of each "
+                "block. Train on inputs of the example's size (the same image size), or build the rule with "
+                "example_input=x[:1] taken from the data you train on")
+
+    def check_all_layers_ran(self) -> None:
+        if len(self.outputs) != self.n_layers:
+            missing = ", ".join(self._layer(k) for k in range(len(self.outputs), self.n_layers))
+            raise RuntimeError(
+                f"the forward pass did not run learning layer(s) {missing} as modules: {self.rule.name} treats every "
+                "nn.Linear/nn.Conv2d of the model as a layer of the chain, the last one as the output layer. "
+                "Remove unused layers from the model, and call each layer as a module (layer(x), not its weight)")
+
+    def check_nothing_trains_before_the_first_layer(self, model: nn.Module) -> None:
+        """A trained parameter before the first learning layer would never train: the rule cuts its input."""
+        x = self.inputs[0]
+        if x.grad_fn is None or not self.rule.cuts(0, self.n_layers):
+            return
+        owner = {id(p): name for name, m in model.named_modules()
+                 for p in m.parameters(recurse=False) if p.requires_grad}
+        node = _reaches(x.grad_fn, lambda n: id(getattr(n, "variable", None)) in owner)
+        if node is None or node is ...:
+            return
+        name = owner[id(node.variable)]
+        module = model.get_submodule(name)
+        raise ValueError(
+            f"{_module_label(name, module)} runs before the first learning layer {self._layer(0)}, whose input "
+            f"{self.rule.name} cuts off the graph: its parameters would never train. Move it after the first "
+            "nn.Linear/nn.Conv2d, freeze it (requires_grad_(False)), or train this model with BP")
+
+    def check_output_depends_on_the_last_layer(self, output: torch.Tensor) -> None:
+        """The last registered learning layer is the output layer; the model must return its scores."""
+        last = self.last_output
+        if last is None or last.grad_fn is None or output.grad_fn is None:
+            return  # nothing trained at the output: no signal depends on it
+        target = last.grad_fn
+        if _reaches(output.grad_fn, lambda n: n is target) is not None:
+            return
+        raise RuntimeError(
+            f"the model's output does not depend on {self._layer(self.n_layers - 1)}, the last nn.Linear/nn.Conv2d "
+            f"registered in the model, which {self.rule.name} takes as the output layer (its error feeds the hidden "
+            "layers). Define the output layer last in __init__ (a probe or auxiliary head before it), or keep "
+            "such extra layers out of the model")
 
     def remove(self) -> None:
         """Take the hooks off the model."""
         for h in self.handles:
             h.remove()
         self.handles = []
+        self.check_handle = None
 
     def __getstate__(self):  # the hooks hold this object; pickle it without the live tensors
         state = dict(self.__dict__)
         state["inputs"], state["outputs"], state["handles"] = [], [], []
+        state["last_output"], state["check_handle"], state["placement"] = None, None, None
         return state
+
+    def __setstate__(self, state):
+        # a graph pickled before these attributes existed: its model was checked then
+        self.__dict__.update(block_shapes=None, last_output=None, placement=None, checked=True, check_handle=None,
+                             names=[""] * len(state.get("layers", ())))
+        self.__dict__.update(state)
+
+
+def _check_example_input(example_input) -> None:
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError(f"example_input must be a torch.Tensor, a batch of one or more inputs such as x[:1]; got "
+                        f"{type(example_input).__name__}: convert it with torch.as_tensor(x[:1])")
+
+
+class _ExampleShapeCheck:
+    """Forward pre-hook of :func:`layer_io_shapes`: is the input a learning layer receives a batch it can take?"""
+
+    def __init__(self, k: int, name: str, example_shape: tuple):
+        self.k, self.name, self.example_shape = k, name, example_shape
+
+    def __call__(self, layer, args):
+        x = args[0]
+        where = (f"example_input of shape {self.example_shape} reached learning layer '{self.name}' ({layer}) "
+                 f"with shape {tuple(x.shape)}")
+        batch_fix = "pass a batch of one input shaped like your training inputs: example_input=x[:1], not x[0]"
+        if isinstance(layer, nn.Conv2d):
+            if x.dim() != 4:
+                hint = batch_fix if x.dim() == 3 else \
+                    "pass a batch of unflattened images (N, C, H, W), e.g. example_input=x[:1]"
+                raise ValueError(f"{where}, but a conv layer needs (N, C, H, W): {hint}")
+            if x.shape[1] != layer.in_channels:
+                raise ValueError(f"{where}, but the layer takes {layer.in_channels} channels: pass a batch shaped "
+                                 "like your training inputs, e.g. example_input=x[:1]")
+            return None
+        if x.dim() < 2:
+            raise ValueError(f"{where}, which has no batch dimension: {batch_fix}")
+        if x.dim() > 2:
+            raise ValueError(
+                f"{where}: DFA and DRTP send each example's error to every block, so each row must be one example "
+                "(N, features). For tokens (N, T, d), flatten them to (N*T, d) if each token is an example, or "
+                "use FA, sign symmetry or Kolen-Pollack, which take any leading dimensions")
+        if x.shape[1] != layer.in_features:
+            raise ValueError(f"{where}, but the layer takes {layer.in_features} features: pass a batch shaped like "
+                             "your training inputs, e.g. example_input=x[:1]")
+        return None
 
 
 def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None) -> tuple:
     """Per-example input shape of every learning layer and the last layer's output shape.
 
     Pure ``nn.Linear`` chains need no example (each input has ``in_features`` entries); a model
-    with conv layers is run once, without gradients, on ``example_input`` (one or more rows).
+    with conv layers is run once, without gradients, on ``example_input`` (one or more rows,
+    e.g. ``x[:1]``), whose shape is checked at every learning layer it reaches.
     """
+    check_parameters(model)
     layers = learning_layers(model)
     if example_input is None:
         if all(isinstance(l, nn.Linear) for l in layers):
@@ -162,6 +430,8 @@ def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None)
         raise ValueError(
             "this model has conv layers, so the shapes of its block outputs are only known after a forward "
             "pass: pass example_input=x[:1] (one input row) when you build the rule")
+    _check_example_input(example_input)
+    names = {m: n for n, m in model.named_modules()}
     shapes, handles = {}, []
 
     def record(k):
@@ -170,12 +440,17 @@ def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None)
         return hook
 
     for k, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(_ExampleShapeCheck(k, names[layer], tuple(example_input.shape))))
         handles.append(layer.register_forward_hook(record(k)))
     was_training = model.training
     model.eval()  # batch norm cannot take a single row in training mode
     try:
         with torch.no_grad():
             model(example_input)
+    except (RuntimeError, TypeError, IndexError) as error:
+        raise ValueError(f"the model could not run on example_input of shape {tuple(example_input.shape)} "
+                         f"({error}); pass a batch shaped like your training inputs, e.g. example_input=x[:1]") \
+            from error
     finally:
         model.train(was_training)
         for h in handles:
