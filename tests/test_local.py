@@ -221,6 +221,31 @@ def test_run_setting_is_deterministic():
     assert a == b and all(torch.equal(p, q) for p, q in zip(wa, wb))
 
 
+# --------------------------------------------------------------------------- any device
+# PyTorch's "meta" device stands in for a GPU: a tensor made without a device lands on the CPU
+# and cannot meet a meta tensor.  Counting successes reads numbers back, which meta cannot.
+@pytest.mark.parametrize("rule", sorted(local.STEPS))
+def test_hebbian_training_runs_where_the_networks_live(rule):
+    x, y = logic_gate("xor", coding="pm1", device="meta")
+    w0 = local.init_nets(5, [2, 3, 3, 1], generator=torch.Generator().manual_seed(0), device="meta")
+    w = local.train_nets(w0, x, y, rule=rule, n_iters=4, generator=torch.Generator().manual_seed(1))
+    assert [t.device.type for t in w] == ["meta"] * 3
+
+
+def test_run_setting_on_a_device_draws_the_same_networks():
+    runs = [local.run_setting("xor", [10], 50, n_nets=20, generator=torch.Generator().manual_seed(5),
+                              return_weights=True, **device) for device in [{}, {"device": torch.device("cpu")}]]
+    (a, wa), (b, wb) = runs
+    assert a == b and all(torch.equal(p, q) for p, q in zip(wa, wb))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_run_setting_on_a_gpu_counts_as_on_the_cpu():
+    cpu = local.run_setting("and", [10], 100, n_nets=50, generator=torch.Generator().manual_seed(3))
+    gpu = local.run_setting("and", [10], 100, n_nets=50, generator=torch.Generator().manual_seed(3), device="cuda")
+    assert abs(cpu - gpu) <= 2  # same networks; float rounding may tip a borderline one
+
+
 # --------------------------------------------------------------------------- clear errors
 def test_clear_errors():
     x, y = logic_gate("xor", coding="pm1")

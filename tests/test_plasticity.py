@@ -190,3 +190,86 @@ def test_delta_rule_has_a_one_layer_response_like_the_learned_rules():
     assert dw.shape == (3, 5)
     assert torch.allclose(dw, 0.3 * 2.0 * pre.expand(3, 5))
     assert isinstance(pl.DeltaRule(), pl.PlasticityRule) and isinstance(pl.MLPRule(), pl.PlasticityRule)
+
+
+# --------------------------------------------------------------------------- any device, any dtype
+# No GPU needed: PyTorch's "meta" device stands in for one (a tensor made without a device
+# lands on the CPU and cannot meet a meta tensor), and a float64 rule catches every tensor
+# made in the default float32.  Loops that read numbers back (.item()) cannot run on meta;
+# they are checked in float64 here and on a GPU where there is one.
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+def on(device, tensors):
+    return [t.to(device) for t in tensors]
+
+
+@pytest.mark.parametrize("Rule", [pl.MLPRule, pl.LSTMRule, pl.DeltaRule])
+def test_an_episode_runs_where_the_rule_and_networks_live(Rule):
+    x, y, w0, fb, _ = setup()
+    rule = Rule().to("meta")
+    w = meta.run_episode(rule, on("meta", w0), x.to("meta"), y.to("meta"), 7, "feedback", on("meta", fb),
+                         generator=torch.Generator().manual_seed(0))
+    assert [t.device.type for t in w] == ["meta", "meta"]
+
+
+def test_a_meta_batch_is_drawn_on_the_device_asked_for():
+    for task in ["xor", ["and", "xor"]]:
+        drawn = meta.sample_task(task, [2, 3, 1], 5, torch.Generator().manual_seed(0), 7, device="meta",
+                                 dtype=torch.float64)
+        x, y, w0, fb, idx = drawn
+        assert {t.device.type for t in [x, y, *w0, *fb, idx]} == {"meta"}
+        assert {t.dtype for t in [x, y, *w0, *fb]} == {torch.float64}
+
+
+def test_a_meta_batch_on_a_device_holds_the_same_draws():
+    cpu = meta.sample_task(["and", "xor"], [2, 3, 1], 5, torch.Generator().manual_seed(0), 7)
+    moved = meta.sample_task(["and", "xor"], [2, 3, 1], 5, torch.Generator().manual_seed(0), 7,
+                             device=torch.device("cpu"))
+    flat = lambda d: [d[0], d[1], *d[2], *d[3], d[4]]
+    assert all(torch.equal(a, b) for a, b in zip(flat(cpu), flat(moved)))
+
+
+def test_feedback_matrices_on_a_device():
+    fb = pl.init_net_feedback(3, [2, 4, 5, 1], generator=torch.Generator().manual_seed(0), device="meta")
+    assert [(tuple(b.shape), b.device.type) for b in fb] == [((3, 4, 1), "meta"), ((3, 5, 1), "meta")]
+
+
+@pytest.mark.parametrize("Rule", [pl.MLPRule, pl.LSTMRule, pl.DeltaRule])
+def test_rule_response_on_the_device_of_its_grid(Rule):
+    rule = Rule().to("meta")
+    dw = pl.rule_response(rule, torch.linspace(-1, 1, 5, device="meta"), torch.linspace(0, 1, 3, device="meta"),
+                          w=0.5, m=1.0)
+    assert dw.shape == (3, 5) and dw.device.type == "meta"
+
+
+def test_rule_response_in_float64():
+    rule = pl.MLPRule().double()
+    pre, post = torch.linspace(-1, 1, 5, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64)
+    assert pl.rule_response(rule, pre, post, m=1.0).dtype == torch.float64
+
+
+@pytest.mark.parametrize("Rule", [pl.MLPRule, pl.LSTMRule])
+def test_meta_training_a_float64_rule(Rule):
+    rule = Rule().double()
+    hist = meta.meta_train(rule, "and", n_meta_steps=2, n_nets=4, n_steps=3, generator=torch.Generator().manual_seed(1))
+    assert len(hist) == 2 and all(p.dtype == torch.float64 for p in rule.parameters())
+    k = meta.count_solved(rule, "and", n_nets=4, n_steps=3, generator=torch.Generator().manual_seed(2))
+    assert 0 <= k <= 4
+
+
+def test_evolution_strategies_on_a_float64_rule():
+    rule = pl.MLPRule().double()
+    hist = meta.es_meta_train(rule, "xor", n_meta_steps=2, n_nets=4, n_steps=3, samples=4,
+                              generator=torch.Generator().manual_seed(0))
+    assert len(hist) == 2 and all(p.dtype == torch.float64 for p in rule.parameters())
+
+
+@CUDA
+def test_meta_training_on_a_gpu():
+    rule = pl.LSTMRule().cuda()
+    meta.meta_train(rule, "and", n_meta_steps=2, n_nets=4, n_steps=3, generator=torch.Generator().manual_seed(1))
+    meta.es_meta_train(rule, "xor", n_meta_steps=1, n_nets=4, n_steps=3, samples=2,
+                       generator=torch.Generator().manual_seed(0))
+    assert 0 <= meta.count_solved(rule, "and", n_nets=4, n_steps=3) <= 4
+    assert all(p.device.type == "cuda" for p in rule.parameters())

@@ -251,19 +251,22 @@ def run_setting(
     lr: float = 0.01,
     generator: torch.Generator | None = None,
     return_weights: bool = False,
+    device=None,
     **rule_kwargs,
 ):
     """One of seed 004's experiments: ``n_nets`` fresh networks, train, count the successes.
 
     ``task`` is ``"and"``, ``"xor"`` or ``"or"`` in the -1/+1 coding; the networks have 2
     inputs, the ``hidden`` layer sizes and one output.  Returns the number of networks with
-    all four patterns right (and the trained weights if ``return_weights``).
+    all four patterns right (and the trained weights if ``return_weights``).  The networks
+    train on ``device``; their random draws are made on the CPU, so a seed gives the same
+    networks everywhere.
 
     Introduced in chapter 8 (``book/08_hebbian.ipynb``).
     """
-    x, y = logic_gate(task, coding="pm1")
+    x, y = logic_gate(task, coding="pm1", device=device)
     sizes = [x.shape[1], *hidden, y.shape[1]]
-    w0 = init_nets(n_nets, sizes, generator=generator)
+    w0 = init_nets(n_nets, sizes, generator=generator, device=device)
     w = train_nets(w0, x, y, rule=rule, n_iters=n_iters, lr=lr, generator=generator, **rule_kwargs)
     hid, out = STEP_ACTIVATIONS[rule]
     k = int(success(w, x, y, hid, out).sum())

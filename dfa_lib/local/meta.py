@@ -50,7 +50,7 @@ def run_episode(
     n_nets = check_nets(weights)
     sizes = [weights[0].shape[2]] + [w.shape[1] for w in weights]
     if indices is None:
-        indices = sample_patterns(n_steps, n_nets, x.shape[0], generator)
+        indices = sample_patterns(n_steps, n_nets, x.shape[0], generator, device=x.device)
     if indices.shape != (n_steps, n_nets):
         raise ValueError(f"indices has shape {tuple(indices.shape)}; expected ({n_steps}, {n_nets})")
     if y.dim() == 3 and y.shape[0] != n_nets:
@@ -78,23 +78,36 @@ def episode_loss(weights, x, y) -> torch.Tensor:
     return ((out - (y if y.dim() == 3 else y.unsqueeze(0))) ** 2).mean()
 
 
-def sample_task(task, sizes: Sequence[int], n_nets: int, generator, n_steps: int) -> tuple:
+def sample_task(task, sizes: Sequence[int], n_nets: int, generator, n_steps: int, device=None,
+                dtype=torch.float32) -> tuple:
     """One meta-batch: the four patterns, targets, fresh networks, feedback and pattern order.
 
-    Returns ``(x, y, w0, feedback, indices)``; ``task`` is a gate name or a list of names
-    (then each network gets one of them at random).
+    Returns ``(x, y, w0, feedback, indices)`` on ``device`` (floats in ``dtype``); ``task`` is
+    a gate name or a list of names (then each network gets one of them at random).  Every
+    random draw is made on the CPU, where ``generator`` lives, so a seed gives the same
+    meta-batch on every device.
     """
     tasks = [task] if isinstance(task, str) else list(task)
-    x, _ = logic_gate(tasks[0], coding="pm1")  # the four input patterns are the same for every gate
+    x, _ = logic_gate(tasks[0], coding="pm1", dtype=dtype, device=device)  # the same four inputs for every gate
     if len(tasks) == 1:
-        y = logic_gate(tasks[0], coding="pm1")[1]
+        y = logic_gate(tasks[0], coding="pm1", dtype=dtype, device=device)[1]
     else:  # each network gets its own task: (n_nets, 4, 1) targets
-        table = torch.stack([logic_gate(t, coding="pm1")[1] for t in tasks])
-        y = table[torch.randint(len(tasks), (n_nets,), generator=generator)]
-    w0 = init_nets(n_nets, sizes, generator=generator)
-    fb = init_net_feedback(n_nets, sizes, generator=generator)
-    idx = sample_patterns(n_steps, n_nets, x.shape[0], generator)
+        table = torch.stack([logic_gate(t, coding="pm1", dtype=dtype, device=device)[1] for t in tasks])
+        y = table[torch.randint(len(tasks), (n_nets,), generator=generator).to(device)]
+    w0 = init_nets(n_nets, sizes, generator=generator, dtype=dtype, device=device)
+    fb = init_net_feedback(n_nets, sizes, generator=generator, dtype=dtype, device=device)
+    idx = sample_patterns(n_steps, n_nets, x.shape[0], generator, device=device)
     return x, y, w0, fb, idx
+
+
+def rule_tensor_options(rule: PlasticityRule) -> dict:
+    """``device`` and ``dtype`` of the rule's parameters (the CPU and float32 for a rule without any).
+
+    The networks a rule trains are made where the rule lives, so a rule moved with
+    ``rule.cuda()`` or ``rule.double()`` meta-trains there.
+    """
+    p = next(rule.parameters(), None)
+    return {"device": None, "dtype": torch.float32} if p is None else {"device": p.device, "dtype": p.dtype}
 
 
 def meta_train(
@@ -118,7 +131,9 @@ def meta_train(
     trained networks on all patterns.  ``task`` is a gate name or a list of names (then each
     network of a meta-step gets one of them at random, so every step sees every task).  With ``cosine_decay`` the meta learning rate falls from ``lr`` to
     0 along a cosine, which makes the final rule less dependent on the last few noisy
-    batches.  Returns the meta-loss history.
+    batches.  The networks are made where the rule's parameters live, in their dtype
+    (``rule.cuda()`` meta-trains on the GPU; the random draws stay on the CPU generator, so a
+    seed gives the same networks everywhere).  Returns the meta-loss history.
 
     Introduced in chapter 9 (``book/09_learned_rules.ipynb``).
     """
@@ -127,7 +142,7 @@ def meta_train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_meta_steps) if cosine_decay else None
     history = []
     for _ in range(n_meta_steps):
-        x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps)
+        x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps, **rule_tensor_options(rule))
         w = run_episode(rule, w0, x, y, n_steps, modulation, fb, idx)
         loss = episode_loss(w, x, y)
         opt.zero_grad()
@@ -177,10 +192,11 @@ def es_meta_train(
             return episode_loss(run_episode(rule, w0, x, y, n_steps, modulation, fb, idx), x, y).item()
 
     for _ in range(n_meta_steps):
-        x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps)
-        eps = torch.randn(samples // 2, theta.numel(), generator=generator)
-        diffs = torch.tensor([loss_at(theta.detach() + sigma * e, x, y, w0, fb, idx)
-                              - loss_at(theta.detach() - sigma * e, x, y, w0, fb, idx) for e in eps])
+        x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps, **rule_tensor_options(rule))
+        # drawn on the CPU, where the generator lives, then moved to the rule's parameters
+        eps = torch.randn(samples // 2, theta.numel(), generator=generator).to(theta)
+        diffs = theta.new_tensor([loss_at(theta.detach() + sigma * e, x, y, w0, fb, idx)
+                                  - loss_at(theta.detach() - sigma * e, x, y, w0, fb, idx) for e in eps])
         grad = (diffs[:, None] * eps).sum(0) / (2 * sigma * len(eps))
         opt.zero_grad()
         theta.grad = grad
@@ -206,6 +222,6 @@ def count_solved(
     from the one used for meta-training so the initialisations are held out.
     """
     sizes = [2, *hidden, 1]
-    x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps)
+    x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps, **rule_tensor_options(rule))
     w = run_episode(rule, w0, x, y, n_steps, modulation, fb, idx)
     return int(success(w, x, y).sum())

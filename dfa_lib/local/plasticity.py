@@ -62,13 +62,16 @@ def local_features(pre: torch.Tensor, post: torch.Tensor, w: torch.Tensor, m: to
     return torch.stack(feats, dim=-1)
 
 
-def init_net_feedback(n_nets: int, sizes: Sequence[int], generator=None, dtype=torch.float32) -> list[torch.Tensor]:
+def init_net_feedback(n_nets: int, sizes: Sequence[int], generator=None, dtype=torch.float32,
+                      device=None) -> list[torch.Tensor]:
     """Fixed random feedback matrices ``B_l`` of shape (n_nets, sizes[l], n_out), l = hidden layers.
 
     Entries are U[-1, 1], one independent draw per network (the rule has to work for any).
+    They are drawn on the CPU (where ``generator`` lives) and moved to ``device``, so one seed
+    gives the same matrices on every device, as :func:`~dfa_lib.local.nets.init_nets` does.
     """
     n_out = sizes[-1]
-    return [init_feedback((n_nets, s, n_out), "uniform", 1.0, generator, dtype) for s in sizes[1:-1]]
+    return [init_feedback((n_nets, s, n_out), "uniform", 1.0, generator, dtype).to(device) for s in sizes[1:-1]]
 
 
 def modulatory_inputs(modulation: str, e: torch.Tensor, sizes: Sequence[int], feedback=None) -> list[torch.Tensor]:
@@ -247,12 +250,13 @@ def rule_response(rule: PlasticityRule, pre: torch.Tensor, post: torch.Tensor, w
     """The rule's :math:`\\Delta w` on a grid: ``pre`` (P,), ``post`` (Q,) -> (Q, P).
 
     For an LSTM rule this is its response on the first step of an episode (zero memory).
+    The grid's device and dtype are those of ``pre``.
     """
     P, Q = pre.numel(), post.numel()
     pre_t = pre.view(1, 1, P)
     post_t = post.view(1, Q, 1)
-    w_t = torch.full((1, Q, P), float(w))
-    m_t = torch.full((1, Q, 1), float(m))
+    w_t = pre.new_full((1, Q, P), float(w))
+    m_t = pre.new_full((1, Q, 1), float(m))
     return rule(pre_t, post_t, w_t, m_t)[0][0]
 
 
