@@ -8,6 +8,10 @@ The companion library of dfa-book.  A minimal run::
     model = MLP([784, 200, 10], hidden="tanh", output="sigmoid")
     history = train(model, DFA(model), data, epochs=5, lr=0.1, loss="bce")
     history.plot()
+
+The same rule trains the model in your own loop (``loss.backward(); optimizer.step()``): a rule
+built on a model puts hooks on its layers.  ``rule_of(model)`` says which rule a model carries,
+``detach(model)`` takes it off (chapter 10).
 """
 from .data import Data, MNISTNotFoundError, linear_teacher, load_mnist, logic_gate
 from .losses import output_error, per_example_loss
@@ -36,10 +40,12 @@ from .rules import (
     FeedbackRule,
     KolenPollack,
     Shallow,
+    detach,
     init_feedback,
     learning_layers,
     make_rule,
     nokland_scale,
+    rule_of,
 )
 from .seeds import SeedBatch, batch_rules, spread, train_seeds
 from .step import TrainingDivergedError
@@ -51,6 +57,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BP", "DFA", "FA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP", "FeedbackRule", "make_rule",
+    "rule_of", "detach",
     "init_feedback", "nokland_scale", "learning_layers", "alignment", "record_alignment",
     "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",

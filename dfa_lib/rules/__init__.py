@@ -16,7 +16,8 @@ same for every rule.
 
 One module per family:
 
-- :mod:`.base`             the :class:`FeedbackRule` interface and the ``f'`` step every rule shares;
+- :mod:`.base`             the :class:`FeedbackRule` interface, the ``f'`` step every rule shares, and
+                           the attachment: :func:`rule_of` and :func:`detach` (one rule per model);
 - :mod:`.backprop`         BP and shallow learning (no feedback matrices);
 - :mod:`.random_feedback`  FA and DFA (fixed random matrices, kept as module buffers);
 - :mod:`.sign_symmetry`    uSF, frSF, brSF (the signs of W, with uniform or random magnitudes);
@@ -28,7 +29,7 @@ One module per family:
 Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
 """
 from .backprop import BP, Shallow
-from .base import FeedbackRule, times_derivative
+from .base import FeedbackRule, detach, rule_of, times_derivative
 from .drtp import DRTP
 from .graph import learning_layers
 from .kolen_pollack import KolenPollack
@@ -50,4 +51,4 @@ def make_rule(name: str, model, **kwargs) -> FeedbackRule:
 
 __all__ = ["BP", "Shallow", "FA", "DFA", "USF", "FRSF", "BRSF", "SignSymmetry", "KolenPollack", "DRTP",
            "FeedbackRule", "RandomFeedback", "RULES", "make_rule", "learning_layers",
-           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative"]
+           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative", "rule_of", "detach"]

@@ -5,15 +5,17 @@ rule is measured against, shallow learning the baseline that trains the output l
 """
 from __future__ import annotations
 
-from .base import FeedbackRule, times_derivative
+from .base import FeedbackRule, check_path, refuse_a_second_rule, times_derivative
 
 
 class BP(FeedbackRule):
     """Backpropagation: the error travels back through the transposed forward weights.
 
-    ``delta_L = e``, ``delta_l = (delta_{l+1} @ W_{l+1}) * f'(a_l)``.  On any other model BP is
-    plain autograd: the rule puts no hooks on it (``BP(model, path="autograd")`` attaches hooks that
+    ``delta_L = e``, ``delta_l = (delta_{l+1} @ W_{l+1}) * f'(a_l)``.  On any model BP is plain
+    autograd: the rule puts no hooks on it (``BP(model, path="autograd")`` attaches hooks that
     change nothing, which is how the tests check the autograd machinery against autograd itself).
+    ``BP(model)`` refuses a model that carries another rule's hooks, which would train it instead
+    (take them off with :func:`dfa_lib.detach`; chapter 10).
     """
 
     name = "BP"
@@ -21,8 +23,12 @@ class BP(FeedbackRule):
 
     def __init__(self, model=None, path: str = "auto"):
         super().__init__()
+        check_path(path)
         if path == "autograd":
+            self.forced_autograd = True
             self.attach(model)
+        elif model is not None:
+            refuse_a_second_rule(model, self.name)
 
     def cuts(self, k, n_layers):
         return False
@@ -38,8 +44,9 @@ class BP(FeedbackRule):
 class Shallow(FeedbackRule):
     """Shallow learning: only the output layer learns (Lillicrap et al.'s baseline).
 
-    On any model the graph is cut at every learning layer's input and nothing is sent back,
-    so only the last learning layer gets a gradient.
+    On any model, an MLP included, the graph is cut at every learning layer's input and nothing
+    is sent back, so only the last learning layer gets a gradient.  ``Shallow()`` without a model
+    is for :func:`dfa_lib.train` on an MLP (its fast path needs no hooks).
     """
 
     name = "shallow"
