@@ -16,6 +16,9 @@ class History:
     squared errors.  ``target_kind`` says which the run used: ``"classification"``,
     ``"binary"`` or ``"regression"`` (see :mod:`dfa_lib.targets`; force it with
     ``train(..., kind=...)``).  ``records`` holds anything a callback adds (e.g. alignment angles).
+    ``stopped_early`` says why a run ended before its last epoch: the tolerance was met, it was
+    interrupted by hand (:attr:`interrupted`), or it diverged (the history a
+    :class:`~dfa_lib.step.TrainingDivergedError` carries).
     """
 
     rule: str
@@ -28,6 +31,11 @@ class History:
     stopped_early: str | None = None
     seconds: float = 0.0
     target_kind: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the run was stopped by hand (a ``KeyboardInterrupt``); ``stopped_early`` says when."""
+        return self.stopped_early is not None and self.stopped_early.startswith("interrupted")
 
     def record(self, key: str, value) -> None:
         """Append ``value`` to ``records[key]`` (used by callbacks)."""

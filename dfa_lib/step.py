@@ -33,7 +33,26 @@ from .targets import Targets
 
 
 class TrainingDivergedError(RuntimeError):
-    """The run produced non-finite outputs or weights (names the epoch and the steps)."""
+    """The run produced non-finite outputs, weights or losses (names the epoch and the steps).
+
+    ``history`` holds the :class:`~dfa_lib.history.History` of the epochs completed before the
+    run diverged (``None`` where the raiser had none), so a notebook keeps what the run learned::
+
+        try:
+            history = train(model, rule, data, lr=1.0)
+        except TrainingDivergedError as err:
+            history = err.history
+    """
+
+    def __init__(self, message: str, history=None):
+        super().__init__(message)
+        self.history = history
+
+
+def accumulator_dtype(device) -> torch.dtype:
+    """The dtype of an epoch's running sums on ``device``: float64, except float32 on Apple's MPS,
+    which has no float64 (a sum of 60 000 float32 losses still keeps about six digits)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 SATURATED_FRACTION = 0.20  # more saturated-and-wrong rows than this in an epoch means the run diverged
@@ -42,7 +61,8 @@ SATURATED_FRACTION = 0.20  # more saturated-and-wrong rows than this in an epoch
 class EpochSums:
     """Running sums of one epoch on the device: loss, errors, and the signs of divergence.
 
-    A run has diverged when an output or a weight is NaN or infinite, or when the *unclamped*
+    A run has diverged when an output, a weight or the summed loss is NaN or infinite (squared
+    error overflows while the outputs are still finite), or when the *unclamped*
     loss is infinite on more than ``SATURATED_FRACTION`` of the epoch's rows so far: outputs
     stuck at exactly 0 or 1 on the wrong side (sigmoid or softmax saturated by huge weights),
     which the clamped loss used for reporting would hide.  A healthy network meets that on some
@@ -56,8 +76,9 @@ class EpochSums:
     """
 
     def __init__(self, device, nets: tuple = ()):
-        self.loss = torch.zeros(nets, device=device, dtype=torch.float64)
-        self.errors = torch.zeros(nets, device=device, dtype=torch.float64)
+        dtype = accumulator_dtype(device)
+        self.loss = torch.zeros(nets, device=device, dtype=dtype)
+        self.errors = torch.zeros(nets, device=device, dtype=dtype)
         self.nonfinite = torch.zeros((), device=device, dtype=torch.bool)
         self.saturated = torch.zeros(nets, device=device, dtype=torch.int64)
 
@@ -79,8 +100,12 @@ class EpochSums:
     def diverged(self, model: torch.nn.Module, rows: int) -> str | None:
         """Host-side check (two synchronisations) after ``rows`` rows: what went wrong, or None."""
         weights_ok = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
-        if bool(self.nonfinite | ~weights_ok):
+        nonfinite_values, nonfinite_loss = torch.stack([self.nonfinite | ~weights_ok,
+                                                        ~torch.isfinite(self.loss).all()]).tolist()
+        if nonfinite_values:
             return "outputs or weights became NaN or infinite"
+        if nonfinite_loss:
+            return "the training loss became infinite or NaN (outputs too large for the loss to be represented)"
         saturated = int(self.saturated.max())
         if saturated > SATURATED_FRACTION * rows:
             which = f" (network {int(self.saturated.argmax())})" if self.saturated.dim() else ""

@@ -146,7 +146,7 @@ def _warn_if_class_coded(values: torch.Tensor) -> None:
     """Warn when float targets inferred as regression look like a class coding."""
     if len(torch.unique(values)) <= 2:
         why = "they take only two values, like -1/+1 or smoothed one-hot codes"
-    elif bool((values >= 0).all()) and torch.allclose(values.sum(1), torch.ones((), dtype=values.dtype)):
+    elif bool((values >= 0).all()) and torch.allclose(values.sum(1), values.new_ones(())):
         why = "each row is non-negative and sums to 1, like class probabilities"
     else:
         return

@@ -12,13 +12,15 @@ layers in chapter 6.
 """
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Callable, Sequence
 
 import torch
 
 from .averaging import make_averaging
-from .checks import check_epochs, check_inputs  # issue 10
+from .checks import check_epochs, check_inputs
 from .data import Data
 from .history import History
 from .losses import check_loss, per_example_loss, per_example_loss_of_scores, predictions_of_scores
@@ -27,6 +29,8 @@ from .models import MLP
 from .rules import BP, FeedbackRule, learning_layers
 from .step import AutogradStep, CompiledStep, EpochSums, Step, TrainingDivergedError
 from .targets import Targets, gather_rows, prepare_targets
+from .train_checks import (BatchNormInputs, check_data, check_optimizer, check_rule, check_same_features,
+                           check_scores, check_single_row_batches)
 from .update import check_lr, make_updater
 from .utils import flush_denormal
 
@@ -103,33 +107,55 @@ def train(
             signals, before the weights change (e.g. to record alignment, chapter 1); on the
             autograd path ``cache``, ``e`` and ``signals`` are None.
         on_epoch: ``on_epoch(history, epoch, model)`` after every epoch's evaluation.
-        progress: show a tqdm progress bar over epochs.
+        progress: show a tqdm progress bar that moves with every step (all epochs' steps in one bar), with
+            the epoch and its test error; it disappears when the run ends.
         compile: run each step through ``torch.compile`` (:class:`dfa_lib.step.CompiledStep`): ``True``
             for its default mode, or a mode name such as ``"reduce-overhead"`` (CUDA graphs on a GPU).
             MLP fast path only, without ``on_step``; the first steps pay the compile time (about 20 s
             per batch shape on a 2-core CPU), and a step that cannot be compiled runs eagerly with a warning.
 
+    Stopping a run by hand (Jupyter's stop button, Ctrl-C: a ``KeyboardInterrupt``, also one raised in
+    ``on_step`` or ``on_epoch``) keeps what was trained: train returns the history of the epochs completed,
+    with ``history.stopped_early`` saying in which epoch it was interrupted (``history.interrupted`` is
+    True), and warns.  The model keeps the weights it had at that moment.  A loop of runs goes on with its
+    next run, so a loop that should stop too checks ``if history.interrupted: break``.
+
     Raises:
-        TrainingDivergedError: outputs or weights became NaN or infinite (names the epoch and steps).
-        ValueError: a bad argument or input (each message names the problem); see the README's
-            "When something goes wrong".
+        TrainingDivergedError: outputs, weights or a loss became NaN or infinite, or outputs saturated
+            (names the epoch and steps); its ``history`` holds the epochs completed before.
+        TypeError: a rule class or name in place of a rule (``DFA``, ``"dfa"``: pass ``DFA(model)``), data
+            that is not a :class:`~dfa_lib.data.Data` (a ``DataLoader``, a tuple), a model that returns a tuple.
+        ValueError: a bad argument or input (each message names the problem: an optimizer built for another
+            model or lacking the rule's own weights, a final softmax under ``loss="ce"``, batch norm meeting
+            a batch of one row, test examples of another shape, ...); see the README's "When something goes
+            wrong".
     """
     if hasattr(model, "n_nets"):
         raise TypeError(f"a SeedBatch of {model.n_nets} networks trains with dfa_lib.train_seeds (one generator each)")
-    check_loss(loss, getattr(model, "output_name", None))  # issue 10: an output the loss cannot take
+    check_rule(rule)
+    check_data(data)
+    check_loss(loss, getattr(model, "output_name", None))  # an output the loss cannot take
     layers = model.layers if isinstance(model, MLP) else learning_layers(model)
     bad = [l for l in frozen if not 1 <= l <= len(layers)]
     if bad:
         raise ValueError(f"frozen layers must be 1-based indices in 1..{len(layers)}; got {bad}")
-    epochs = check_epochs(epochs)  # issue 10: any integral type, not bool
+    epochs = check_epochs(epochs)  # any integral type, not bool
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     rule.to(device=device, dtype=dtype)
     x_train, x_test = data.x_train.to(device, dtype), data.x_test.to(device, dtype)
-    check_inputs(x_train, x_test)  # issue 10: empty sets, NaN/inf rows (once, not per step)
-    n_out = _output_width(model, x_train)
+    check_inputs(x_train, x_test)  # empty sets, NaN/inf rows (once, not per step)
+    check_same_features(x_train, x_test)
+    n_out, batch_norm_values = _probe(model, x_train, loss)
     t_train = prepare_targets(data.y_train.to(device), n_out, loss, len(x_train), dtype, kind)
     t_test = prepare_targets(data.y_test.to(device), n_out, loss, len(x_test), dtype, t_train.kind)
+    n = len(x_train)
+    bs = n if batch_size is None else min(int(batch_size), n)
+    if bs < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_single_row_batches(batch_norm_values, n, bs)
+    if optimizer is not None:
+        check_optimizer(optimizer, model, rule)
     if rule.uses_fast_path(model):
         step = Step(model, rule, loss, make_updater(model, optimizer, lr, frozen),
                     make_averaging(averaging, t_train), reduction, on_step)
@@ -153,77 +179,128 @@ def train(
             optimizer = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=lr)
         frozen_params = [p for l in frozen for p in layers[l - 1].parameters()]
         step = AutogradStep(model, rule, loss, optimizer, reduction, frozen_params, on_step)
-    n = len(x_train)
-    bs = n if batch_size is None else min(int(batch_size), n)
-    if bs < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if generator is None:
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
     history = History(rule=getattr(rule, "name", type(rule).__name__), target_kind=t_train.kind)
     error_norm = (t_train.values**2).sum().item() if t_train.kind == "regression" else n
 
+    def diverged(message: str) -> TrainingDivergedError:
+        history.stopped_early = f"diverged: {message}"
+        return TrainingDivergedError(f"{history.rule}: {message}; lower the learning rate or the feedback scale "
+                                     "(err.history holds the epochs completed before)", history)
+
     def check(sums: EpochSums, ep: int, first: int, last: int) -> None:
         problem = sums.diverged(model, min(last * bs, n))
         if problem:
-            raise TrainingDivergedError(
-                f"{history.rule}: {problem} at epoch {ep}, between steps {first} and {last}; "
-                "lower the learning rate or the feedback scale")
+            raise diverged(f"{problem} at epoch {ep}, between steps {first} and {last}")
 
+    steps_per_epoch = math.ceil(n / bs)
+    ep = 0
     # Zero-initialised DFA nets produce subnormal floats that are ~10x slower on CPUs;
     # flushing them to zero changes no result that matters and keeps epochs fast.
     with flush_denormal():
         start = time.perf_counter()
-        if eval_initial:
-            history.log(0, evaluate(model, x_train, t_train, loss), evaluate(model, x_test, t_test, loss))
-        epochs_bar = _progress_bar(range(1, epochs + 1), history.rule, progress)
-        for ep in epochs_bar:
-            order = torch.randperm(n, generator=generator).to(device) if shuffle else torch.arange(n, device=device)
-            sums, checked = EpochSums(device), 0
-            model.train()
-            for k, i in enumerate(range(0, n, bs), start=1):
-                idx = order[i : i + bs]
-                step(gather_rows(x_train, idx), t_train.rows(idx), sums, (history, ep, k))
-                if k % DIVERGENCE_CHECK_STEPS == 0:
-                    check(sums, ep, checked + 1, k)
-                    checked = k
-            check(sums, ep, checked + 1, k)
-            history.log(ep, (sums.loss.item() / n, sums.errors.item() / error_norm),
-                        evaluate(model, x_test, t_test, loss))
-            if on_epoch is not None:
-                on_epoch(history, ep, model)
-            if progress:
-                epochs_bar.set_postfix(test_error=f"{history.test_error[-1]:.4g}")
-            if tol is not None and ep >= 2 and len(history.train_error) >= 2:
-                change = abs(history.train_error[-1] - history.train_error[-2])
-                if change <= tol:
-                    history.stopped_early = f"epoch {ep}: training error changed by {change:.3g} <= tol {tol}"
-                    break
-        history.seconds = time.perf_counter() - start
+        progress_bar = _ProgressBar(history.rule, epochs, steps_per_epoch, progress)
+        tick, tick_every = progress_bar.tick, progress_bar.every
+        try:
+            if eval_initial:
+                history.log(0, evaluate(model, x_train, t_train, loss), evaluate(model, x_test, t_test, loss))
+            for ep in range(1, epochs + 1):
+                order = _shuffled_rows(n, generator, device) if shuffle else torch.arange(n, device=device)
+                sums, checked = EpochSums(device), 0
+                model.train()
+                for k, i in enumerate(range(0, n, bs), start=1):
+                    idx = order[i : i + bs]
+                    step(gather_rows(x_train, idx), t_train.rows(idx), sums, (history, ep, k))
+                    if k % tick_every == 0:
+                        tick(tick_every)
+                    if k % DIVERGENCE_CHECK_STEPS == 0:
+                        check(sums, ep, checked + 1, k)
+                        checked = k
+                check(sums, ep, checked + 1, k)
+                history.log(ep, (sums.loss.item() / n, sums.errors.item() / error_norm),
+                            evaluate(model, x_test, t_test, loss))
+                if not math.isfinite(history.test_loss[-1]):
+                    raise diverged(f"the test loss became infinite or NaN at epoch {ep}, after its last step, {k} "
+                                   "(the outputs grew too large for the loss to be represented)")
+                if on_epoch is not None:
+                    on_epoch(history, ep, model)
+                progress_bar.epoch_done(ep, epochs, history.test_error[-1])
+                if tol is not None and ep >= 2 and len(history.train_error) >= 2:
+                    change = abs(history.train_error[-1] - history.train_error[-2])
+                    if change <= tol:
+                        history.stopped_early = f"epoch {ep}: training error changed by {change:.3g} <= tol {tol}"
+                        break
+        except KeyboardInterrupt:
+            _note_interruption(history, ep, epochs)
+        finally:
+            progress_bar.close()
+            history.seconds = time.perf_counter() - start
     return history
 
 
-def _output_width(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """The number of outputs, from the MLP's sizes or one forward pass of two rows (with a clear error)."""
+def _shuffled_rows(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A random order of the ``n`` training rows, drawn where ``generator`` lives (a CUDA generator draws
+    on the GPU, a CPU one on the CPU: the same numbers as ever), then moved to the model's device."""
+    return torch.randperm(n, generator=generator, device=generator.device).to(device)
+
+
+def _note_interruption(history: History, ep: int, epochs: int) -> None:
+    """Stopped by the reader (KeyboardInterrupt): keep the history of the epochs completed, and say so."""
+    done = history.epoch[-1] if history.epoch else 0
+    where = "before the first epoch" if ep == 0 else f"in epoch {ep} of {epochs}"
+    history.stopped_early = (f"interrupted {where} (KeyboardInterrupt): the history holds the epochs up to {done}; "
+                             "the model keeps the weights it had when stopped")
+    warnings.warn(f"{history.rule}: training {history.stopped_early}. train() returns this partial history; in a "
+                  "loop of runs the loop goes on with its next run (stop it with `if history.interrupted: break`, "
+                  "or press stop again)", UserWarning, stacklevel=3)
+
+
+def _probe(model: torch.nn.Module, x: torch.Tensor, loss: str) -> tuple[int, dict]:
+    """The number of outputs, from the MLP's sizes or one forward pass of two rows in eval mode (with clear
+    errors for inputs the model cannot take and outputs train cannot use), and how many values per channel each
+    batch-norm layer sees for one example (:func:`dfa_lib.train_checks.check_single_row_batches`)."""
     if isinstance(model, MLP):
         model._check_input(x)
-        return model.sizes[-1]
+        return model.sizes[-1], {}
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), BatchNormInputs(model) as batch_norm:
             out = model(x[:2])
     except RuntimeError as err:
         raise ValueError(f"the model cannot take inputs of shape {tuple(x.shape[1:])} (one example): {err}") from err
     finally:
         model.train(was_training)
-    if out.dim() != 2:
-        raise ValueError(f"the model must return scores of shape (batch, n_outputs); it returned shape {tuple(out.shape)}")
-    return out.shape[1]
+    check_scores(out, loss)
+    return out.shape[1], batch_norm.per_row
 
 
-def _progress_bar(epochs: range, name: str, show: bool):
-    if not show:
-        return epochs
-    from tqdm.auto import tqdm
+class _ProgressBar:
+    """train()'s tqdm bar over all the run's steps: it moves during an epoch (``every`` steps, about 100
+    times an epoch: a tick costs microseconds, a step far more), shows the epoch and its test error after
+    each epoch, and disappears when the run ends (``leave=False``).  Without ``show``, nothing ticks."""
 
-    return tqdm(epochs, desc=name, leave=False)
+    TICKS_PER_EPOCH = 100
+
+    def __init__(self, name: str, epochs: int, steps_per_epoch: int, show: bool):
+        self.bar, self.steps_per_epoch = None, steps_per_epoch
+        self.tick, self.every = _nothing, steps_per_epoch + 1  # never reached without a bar
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=epochs * steps_per_epoch, desc=name, unit="step", leave=False)
+            self.tick, self.every = self.bar.update, max(1, steps_per_epoch // self.TICKS_PER_EPOCH)
+
+    def epoch_done(self, epoch: int, epochs: int, test_error: float) -> None:
+        if self.bar is not None:
+            self.bar.update(epoch * self.steps_per_epoch - self.bar.n)  # the steps since the last tick
+            self.bar.set_postfix(epoch=f"{epoch}/{epochs}", test_error=f"{test_error:.4g}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _nothing(steps: int = 1) -> None:
+    pass
