@@ -169,3 +169,17 @@ def test_float32_batch_is_converted_for_a_float64_model():
     x, y = batch(8)
     x32 = x.float()  # a batch straight from a float32 data set
     assert alignment(model, rule, x32, y, loss="ce") == alignment(model, rule, x32.double(), y, loss="ce")
+
+
+def test_on_an_mlp_alignment_and_the_fast_path_measure_the_same_updates_by_default():
+    from dfa_lib import MLP, alignment_angles
+
+    torch.manual_seed(0)
+    model = MLP([7, 12, 10, 3], output="identity")  # both default to the one loss that takes it, "mse"
+    rule = FA(model, path="autograd", generator=torch.Generator().manual_seed(3))
+    x, y = batch(16)
+    hooked = alignment(model, rule, x, y)
+    fast = alignment_angles(model, rule, x, y)  # the hand-written signals of chapters 1-7
+    assert len(hooked["update"]) == len(fast["update"]) == 2
+    for got, want in zip(hooked["update"], fast["update"]):
+        assert abs(got - want) < 1e-6, (hooked, fast)
