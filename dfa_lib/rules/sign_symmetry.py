@@ -19,6 +19,7 @@ path: these rules always train through autograd (:mod:`.graph`).  Compared in ch
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Union
 
@@ -34,20 +35,7 @@ Bound = Union[float, Callable[[tuple], float]]
 
 
 class SignSymmetry(FeedbackRule):
-    """Shared machinery: the backward weight of layer k is ``magnitude_k * sign(W_k)``.
-
-    Args:
-        model: any ``nn.Module`` whose learning layers are ``nn.Linear``/``nn.Conv2d``.
-        generator: a ``torch.Generator`` for the random magnitudes of frSF and brSF (uSF draws
-            nothing).  It may live on the CPU or on the model's device; brSF draws on the
-            generator's device, so a generator on the model's device saves a copy every batch.
-            Default None: torch's global random stream of the model's device.
-        scale: the range ``b`` of the magnitudes U[-b, b] (see the module docstring): a number,
-            or a function of the weight's shape returning one.  Default None:
-            :func:`~dfa_lib.rules.random_feedback.xavier_bound`, BioTorch's default.  uSF with
-            ``scale=math.sqrt(3)`` gives the unscaled ``B = sign(W)`` of Liao et al.'s equations;
-            ``scale=fan_in_scale`` the range of PyTorch's own initialisation (BioTorch's ``"init": "kaiming"``).
-    """
+    """Shared machinery: the backward weight of layer k is ``magnitude_k * sign(W_k)``."""
 
     magnitudes = "uniform"  # "uniform" (uSF), "fixed" (frSF) or "batch" (brSF)
 
@@ -102,6 +90,21 @@ class SignSymmetry(FeedbackRule):
         return (lambda g: (input_gradient(layer, B, g, x.shape),)), (x,)
 
 
+_ARGS = """
+Args:
+    model: any ``nn.Module`` whose learning layers are ``nn.Linear``/``nn.Conv2d``.
+    generator: a ``torch.Generator`` for the random magnitudes of frSF and brSF (uSF draws
+        nothing).  It may live on the CPU or on the model's device; brSF draws on the
+        generator's device, so a generator on the model's device saves a copy every batch.
+        Default None: torch's global random stream of the model's device.
+    scale: the range ``b`` of the magnitudes U[-b, b] (see the module docstring): a number,
+        or a function of the weight's shape returning one.  Default None:
+        :func:`~dfa_lib.rules.random_feedback.xavier_bound`, BioTorch's default.  uSF with
+        ``scale=math.sqrt(3)`` gives the unscaled ``B = sign(W)`` of Liao et al.'s equations;
+        ``scale=fan_in_scale`` the range of PyTorch's own initialisation (BioTorch's ``"init": "kaiming"``).
+"""
+
+
 def _checked_bound(bound: Bound, shape: tuple) -> float:
     b = float(bound(shape) if callable(bound) else bound)
     if not math.isfinite(b) or b < 0:
@@ -114,7 +117,7 @@ class USF(SignSymmetry):
 
     Default ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight, so ``B`` has the standard
     deviation of Xavier's initialisation, exactly as BioTorch's uSF (default ``"init": "xavier"``).
-    Arguments as in :class:`SignSymmetry` (``generator`` is unused: uSF draws nothing).
+    uSF draws nothing: ``generator`` is accepted so every rule is built the same way.
     """
 
     name = "uSF"
@@ -125,7 +128,7 @@ class FRSF(SignSymmetry):
     """Fixed random-magnitude sign-concordant feedback: ``B = |R| * sign(W)``, R drawn once (Moskovitz et al. 2018).
 
     Default ``R ~ U[-b, b]`` with ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight:
-    BioTorch's frSF (its default ``"init": "xavier"``).  Arguments as in :class:`SignSymmetry`.
+    BioTorch's frSF (its default ``"init": "xavier"``).
     """
 
     name = "frSF"
@@ -137,8 +140,12 @@ class BRSF(SignSymmetry):
 
     Default ``R_t ~ U[-b, b]`` with ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight:
     BioTorch's brSF (its default ``"init": "xavier"``), drawn on the weight's device at the start
-    of every forward pass with gradients.  Arguments as in :class:`SignSymmetry`.
+    of every forward pass with gradients.
     """
 
     name = "brSF"
     magnitudes = "batch"
+
+
+for _variant in (SignSymmetry, USF, FRSF, BRSF):  # one Args section, shown by help() and the API page for each
+    _variant.__doc__ = inspect.cleandoc(_variant.__doc__) + "\n" + _ARGS
