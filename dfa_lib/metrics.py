@@ -274,8 +274,7 @@ def _rule_gradients(rule: FeedbackRule, graph, mean_loss: torch.Tensor) -> tuple
             j = block_of[id(h)]
             if j > 0:
                 at_input[j] = _sum(at_input[j], grad)
-    updates = [_grad(outputs[k], layer.weight, at_output[k]) if at_output[k] is not None else None
-               for k, layer in enumerate(graph.layers[:-1])]
+    updates = [_grad(outputs[k], layer.weight, at_output[k]) for k, layer in enumerate(graph.layers[:-1])]
     return at_input[1:], updates
 
 
