@@ -218,7 +218,9 @@ def _remove_hooks_of(module: nn.Module, graph: RuleGraph) -> None:
                 extra.pop(key, None)
 
 
-@torch.compiler.disable(reason="a feedback rule's hooks run eagerly, outside the compiled graph")
+@torch.compiler.disable(reason="the feedback rule's hooks on this learning layer run eagerly, outside the compiled "
+                        "graph, so that they shape the gradients; compile without fullgraph=True (or take the rule "
+                        "off with dfa_lib.detach(model) to compile plain backprop)")
 def _leave_the_compiled_graph() -> None:
     """Nothing: torch.compile cannot trace this function, so it runs the rest of the layer call eagerly."""
 
