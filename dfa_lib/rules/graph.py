@@ -277,7 +277,7 @@ class RuleGraph:
         """Move the rule to the device and dtype of the model's weights (after ``model.to(...)``,
         ``model.double()``).  ``nn.Module.to`` keeps a parameter object where it can (dtype changes,
         CPU to GPU), so an optimizer over Kolen-Pollack's ``B`` keeps working."""
-        weight = self.layers[0].weight
+        weight = self.layers[0]._parameters["weight"]  # the dict itself: Module.__getattr__ costs more than the check
         placement = (weight.device, weight.dtype)
         if placement == self.placement:
             return
