@@ -136,6 +136,7 @@ def batch_rules(rules: Sequence[FeedbackRule]) -> FeedbackRule:
         raise ValueError(f"seeds train as one batched model with the MLP fast path of BP, FA, DFA and shallow "
                          f"learning; {kind.__name__} trains each seed with dfa_lib.train")
     batched = copy.deepcopy(rules[0])
+    batched.detach()  # the copy brought a copy of network 0 along and would stay hooked on it
     names = [name for name, _ in rules[0].named_buffers()]
     for name in names:  # register_buffer replaces the buffer without the single-network shape check
         batched.register_buffer(name, torch.stack([getattr(r, name) for r in rules]))

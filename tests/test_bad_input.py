@@ -380,8 +380,7 @@ def test_9_dtype_mismatch_is_named_or_converted():
 
 # --------------------------------------------------------------------------- 11. setting B directly
 def test_11_assigning_feedback_checks_the_shape():
-    model = MLP([6, 5, 4, 3])
-    dfa, fa = DFA(model), FA(model)
+    dfa, fa = DFA(MLP([6, 5, 4, 3])), FA(MLP([6, 5, 4, 3]))
     with pytest.raises(ValueError, match=r"DFA.B .* must have shape \(9, 3\) .*got \(5, 5\).*set_feedback"):
         dfa.B = torch.randn(5, 5)
     with pytest.raises(ValueError, match=r"DFA.B .*got NoneType"):

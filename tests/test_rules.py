@@ -167,16 +167,16 @@ def test_rule_refuses_a_model_of_other_sizes():
 
 
 def test_feedback_matrices_are_buffers_in_state_dict_and_seeded():
-    model = MLP([5, 6, 7, 3])
+    model, twin = MLP([5, 6, 7, 3]), MLP([5, 6, 7, 3])  # one rule per model
     torch.manual_seed(7)
     a = DFA(model, dist="normal", scale=1.9)
     torch.manual_seed(7)
-    b = DFA(model, dist="normal", scale=1.9)
+    b = DFA(twin, dist="normal", scale=1.9)
     assert "B" in a.state_dict()
     torch.testing.assert_close(a.B, b.B)
     assert a.B.shape == (13, 3)
     assert abs(a.B.std().item() - 1.9) < 0.6
-    fa = FA(model, dist="uniform", scale=0.5)
+    fa = FA(MLP([5, 6, 7, 3]), dist="uniform", scale=0.5)
     assert set(fa.state_dict()) == {"B1", "B2", "_extra_state"}  # the extra state records the sizes
     assert fa.B1.abs().max() <= 0.5
     assert a.to(torch.float32).B.dtype == torch.float32

@@ -116,7 +116,7 @@ def test_bad_batches_are_named():
     with pytest.raises(ValueError, match=r"\(2, batch, 12\)"):
         batch(torch.randn(3, 5, 12))
     with pytest.raises(ValueError, match="USF trains each seed with dfa_lib.train"):
-        batch_rules([USF(a), USF(copy.deepcopy(a))])
+        batch_rules([USF(copy.deepcopy(a)), USF(copy.deepcopy(a))])
 
 
 def test_spread_reads_mean_min_max():

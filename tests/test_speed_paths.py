@@ -36,12 +36,14 @@ def test_write_grads_scale_is_applied_once_per_layer_either_way():
     for n in (5, 40):  # 40 rows > 7 inputs: the gradient, not the signal, is scaled
         model, cache = _cache("tanh", n)
         e = torch.randn(n, 3)
-        for rule in (BP(), DFA(model), FA(model)):
+        for make_rule in (BP, DFA, FA):
+            rule = make_rule(model)
             deltas = rule.signals(model, cache, e)
             write_grads(model, cache, deltas, scale=1 / n)
             for layer, d, h in zip(model.layers, deltas, cache.inputs):
                 assert torch.allclose(layer.weight.grad, d.T @ h / n, atol=1e-6)
                 assert torch.allclose(layer.bias.grad, d.sum(0) / n, atol=1e-6)
+            rule.detach()  # a model carries one rule at a time
 
 
 class _SGDThroughGrad(torch.optim.SGD):
