@@ -101,8 +101,8 @@ def test_kp_correct_loops_raise_nothing_frozen_layer_lr_zero_eval_forward_and_ac
         model(x)
 
 
-def test_kp_accumulated_backward_calls_give_b_its_own_decay_and_never_w():
-    decay = 0.1
+@pytest.mark.parametrize("decay", [0.1, 0.0])
+def test_kp_accumulated_backward_calls_give_b_its_own_decay_and_never_w(decay):
     model = two_layers(torch.float64)
     rule = KolenPollack(model, weight_decay=decay, generator=torch.Generator().manual_seed(3))
     (B,) = rule.backward
@@ -116,6 +116,7 @@ def test_kp_accumulated_backward_calls_give_b_its_own_decay_and_never_w():
     torch.testing.assert_close(W2.grad, g2 + 2 * decay * W2.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(B.grad, g2 + 2 * decay * B.detach(), rtol=0, atol=1e-12)
     torch.testing.assert_close(W1.grad, g1 + 2 * decay * W1.detach(), rtol=0, atol=1e-12)
+    assert B.grad.data_ptr() != W2.grad.data_ptr()  # two gradients, not one shared tensor
 
 
 def test_kp_detached_and_attached_again_still_teaches_b():

@@ -61,8 +61,8 @@ class _MirrorGradient:
         rule, decay = self.rule, self.rule.weight_decay
         if self.k > 0:
             g, w_grad_was_cleared = rule._pending.pop(self.k, (None, False))
-            if g is not None:
-                B = rule.backward[self.k - 1]
+            B = rule.backward[self.k - 1]
+            if g is not None and B.requires_grad:  # a B frozen on purpose stays as it is (FA)
                 if w_grad_was_cleared and B.grad is not None:
                     raise RuntimeError(
                         f"Kolen-Pollack: the gradient of W (layer {self.k + 1}) was cleared since the last "
@@ -78,7 +78,12 @@ def _accumulate(B: nn.Parameter, g: torch.Tensor, decay: float) -> None:
     """``B.grad += g + decay * B`` (``B.grad`` created on the first backward)."""
     g = g.detach()
     if B.grad is None:
-        B.grad = g.add(B.detach(), alpha=decay) if decay else g.clone(memory_format=torch.contiguous_format)
+        if decay:
+            B.grad = g.add(B.detach(), alpha=decay)
+        elif g.stride() == B.stride():  # autograd copied g into W.grad (the hook holds it), so B may keep it
+            B.grad = g
+        else:
+            B.grad = g.clone(memory_format=torch.contiguous_format)
         return
     B.grad.add_(g)
     if decay:
