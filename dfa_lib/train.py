@@ -29,7 +29,7 @@ from .models import MLP
 from .rules import BP, FeedbackRule, learning_layers
 from .step import AutogradStep, CompiledStep, EpochSums, Step, TrainingDivergedError
 from .targets import Targets, gather_rows, prepare_targets
-from .train_checks import (BatchNormInputs, check_data, check_optimizer, check_rule, check_same_features,
+from .train_checks import (BatchNormInputs, check_data, check_model_carries, check_optimizer, check_rule, check_same_features,
                            check_scores, check_single_row_batches)
 from .update import check_lr, make_updater
 from .utils import flush_denormal
@@ -133,6 +133,7 @@ def train(
     if hasattr(model, "n_nets"):
         raise TypeError(f"a SeedBatch of {model.n_nets} networks trains with dfa_lib.train_seeds (one generator each)")
     check_rule(rule)
+    check_model_carries(model, rule)
     check_data(data)
     check_loss(loss, getattr(model, "output_name", None))  # an output the loss cannot take
     layers = model.layers if isinstance(model, MLP) else learning_layers(model)

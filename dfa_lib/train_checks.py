@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .rules import RULES, FeedbackRule
+from .rules import RULES, FeedbackRule, rule_of
 
 _DATA_FIELDS = ("x_train", "y_train", "x_test", "y_test")
 _BUILD_DATA = "build one with dfa_lib.Data(x_train, y_train, x_test, y_test) from tensors or numpy arrays"
@@ -45,6 +45,22 @@ def check_rule(rule) -> None:
                         f"{cls.__name__}(model), or dfa_lib.make_rule({rule!r}, model)")
     raise TypeError(f"train()'s rule must be a feedback rule built for your model (e.g. DFA(model)), "
                     f"got {type(rule).__name__}")
+
+
+def check_model_carries(model: nn.Module, rule: FeedbackRule) -> None:
+    """The model must not carry another rule's hooks: in any later loop those would train it, not ``rule``.
+
+    A model that was built with one rule and is handed to train() with another, or a copy of a
+    hooked model (``copy.deepcopy`` copies the rule too) trained as a "BP baseline", would silently
+    be trained by a rule nobody named.
+    """
+    attached = rule_of(model)
+    if attached is None or attached is rule:
+        return
+    raise ValueError(
+        f"the model carries another rule, {attached!r}, whose hooks decide its gradients, but train() was "
+        f"given {rule.name}: train it with the rule it carries, or take that rule off first with "
+        f"dfa_lib.detach(model) (a copy.deepcopy of a model copies its rule too)")
 
 
 def check_data(data) -> None:

@@ -336,3 +336,27 @@ def test_the_progress_bar_moves_during_an_epoch_and_shows_the_test_error(monkeyp
     assert 0 < seen[15] < 16, "the bar did not move during the first epoch"
     assert not bar.leave and bar.closed
     assert "test_error" in bar.postfix
+
+
+# --------------------------------------------------------------------------- a model carries one rule
+def test_a_bp_baseline_made_by_deepcopy_of_a_hooked_model_is_refused():
+    """copy.deepcopy copies the rule's hooks with the layers: train(copy, BP()) would train DFA."""
+    import copy
+
+    import dfa_lib
+
+    model = net()
+    DFA(model, generator=torch.Generator().manual_seed(0))
+    baseline = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"carries another rule, DFA.*dfa_lib.detach\(model\)"):
+        quiet(baseline, BP(), small(), epochs=1)
+    dfa_lib.detach(baseline)
+    quiet(baseline, BP(), small(), epochs=1)  # a plain model now: BP it is
+
+
+@pytest.mark.parametrize("make_model", [lambda: MLP([6, 16, 3]), net], ids=["MLP", "Sequential"])
+def test_train_with_another_rule_than_the_one_the_model_carries_is_refused(make_model):
+    model = make_model()
+    FA(model)
+    with pytest.raises(ValueError, match="carries another rule, FA"):
+        quiet(model, DFA(make_model()), small(), epochs=1, loss="ce" if isinstance(model, nn.Sequential) else "bce")
