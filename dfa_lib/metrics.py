@@ -10,7 +10,7 @@ import math
 import torch
 
 from .models import MLP, ForwardCache
-from .rules import BP, FeedbackRule
+from .rules import BP, FeedbackRule, rule_of
 from .targets import Targets
 
 
@@ -145,8 +145,8 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
       backward weight (DFA, DRTP, shallow, BP).
 
     A block the rule sends no signal to (shallow learning) reads 90 degrees.  The rule's hooks
-    must be on ``model`` (any rule built for a model that is not an MLP, or with
-    ``path="autograd"``).  ``loss=None`` measures with :func:`default_loss` (``"ce"`` for a model
+    must be on ``model`` (every rule but BP puts them on the model it is built on, an MLP
+    included).  ``loss=None`` measures with :func:`default_loss` (``"ce"`` for a model
     returning scores).  ``x`` and the rule are converted to the model's device and dtype.
 
     Both rules' gradients come from ONE forward pass in the model's current mode, so under
@@ -159,10 +159,13 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     """
     from .targets import _as_tensor
 
-    graph = rule.graph
+    graph = rule.hooks  # an MLP's rule carries them too, even where train() takes the fast path
     if graph is None:
-        raise ValueError(f"{rule.name} has no hooks on this model; build it with path='autograd' (or use "
-                         "alignment_angles for an MLP)")
+        raise ValueError(f"{rule.name} is not attached to a model: build it on the model, {type(rule).__name__}(model), "
+                         "and measure that model (BP needs no hooks: its angles to itself are 0)")
+    if rule_of(model) is not rule:
+        raise ValueError(f"{rule.name} is attached to another model than the one measured: build the rule on "
+                         "the model you measure")
     loss = default_loss(model) if loss is None else loss
     param = next(model.parameters())
     x = x.to(param.device, param.dtype)  # no copy when they match already

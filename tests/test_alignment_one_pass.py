@@ -183,3 +183,15 @@ def test_on_an_mlp_alignment_and_the_fast_path_measure_the_same_updates_by_defau
     assert len(hooked["update"]) == len(fast["update"]) == 2
     for got, want in zip(hooked["update"], fast["update"]):
         assert abs(got - want) < 1e-6, (hooked, fast)
+
+
+def test_alignment_measures_a_rule_built_on_an_mlp():
+    """A rule on an MLP carries hooks (for the reader's own loop), so alignment() measures it too."""
+    from dfa_lib import MLP, FA
+
+    torch.manual_seed(0)
+    model = MLP([6, 8, 3], hidden="tanh", output="sigmoid")
+    rule = FA(model)
+    rule.set_feedback([model.layers[1].weight.detach().T.clone()])  # B = W^T: exactly BP
+    angles = alignment(model, rule, torch.randn(16, 6), torch.randint(0, 3, (16,)))
+    assert angles["signal"][0] < 1e-6 and angles["update"][0] < 1e-6
