@@ -5,6 +5,7 @@ FA with B = W is BP (also on a conv net); uSF is BP when every |w| = 1; DFA on o
 layer with B = W_2^T is BP; the autograd path of FA and DFA on an MLP equals the MLP fast path.
 """
 import copy
+import math
 
 import pytest
 import torch
@@ -98,7 +99,7 @@ def test_usf_with_unit_magnitudes_is_bp():
         for layer in learning_layers(model):
             layer.weight.copy_(torch.where(layer.weight >= 0, 1.0, -1.0) * 0.3)  # all |w| equal
     reference = grads(model, x, y)
-    rule = USF(model)
+    rule = USF(model, scale=math.sqrt(3))  # magnitude bound / sqrt(3) = 1: B = sign(W), unscaled
     # sign(W) = W / 0.3: the signal is BP's divided by 0.3 at every layer it crosses
     got = grads(model, x, y, rule)
     n_cross = [3, 3, 2, 2, 1, 1, 0, 0]  # layers above each parameter's layer

@@ -273,3 +273,15 @@ def test_every_constructor_argument_is_documented_in_the_class_docstring(Rule):
         if name != "self":
             assert f"\n{name}:" in "\n" + "\n".join(l.strip() for l in args.splitlines()), (Rule.__name__, name)
     assert "Initialize self" not in (inspect.getdoc(Rule.__init__) or "Initialize self")
+
+
+def test_a_dfa_scale_means_the_same_distribution_on_an_mlp_and_on_a_sequential():
+    """DFA(model, scale=s) is N(0, s^2) whatever the model; only the scale-less default differs."""
+    from dfa_lib import DFA, MLP
+
+    mlp = MLP([20, 300, 10])
+    seq = torch.nn.Sequential(torch.nn.Linear(20, 300), torch.nn.Tanh(), torch.nn.Linear(300, 10))
+    a = DFA(mlp, scale=0.5, generator=torch.Generator().manual_seed(0))
+    b = DFA(seq, scale=0.5, generator=torch.Generator().manual_seed(0))
+    assert a.dist == b.dist == "normal"
+    torch.testing.assert_close(a.B, b.B)

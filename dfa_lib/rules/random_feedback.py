@@ -151,8 +151,8 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):
     def _default_distribution(self, dist: str | None, scale: Scale | None) -> tuple:
         """(dist, scale) with the rule's defaults filled in: the papers' on an MLP, Xavier's on any other model."""
         mlp_dist, mlp_scale = self.mlp_defaults
-        if dist is None:
-            dist = mlp_dist if self.is_mlp else "uniform"
+        if dist is None:  # a scale the user gives means the same distribution on every model
+            dist = mlp_dist if self.is_mlp or scale is not None else "uniform"
         if scale is None:
             scale = mlp_scale if self.is_mlp else (xavier_bound if dist == "uniform" else xavier_std)
         return dist, scale
@@ -296,7 +296,8 @@ class DFA(RandomFeedback):
         model: the network: an :class:`~dfa_lib.models.MLP` or any ``nn.Module`` whose learning
             layers are ``nn.Linear``/``nn.Conv2d`` (at least two of them).
         dist: ``"uniform"`` for U[-scale, scale] or ``"normal"`` for N(0, scale^2).  Default None:
-            ``"normal"`` on an MLP, ``"uniform"`` on any other model.
+            ``"normal"``, except on a model that is not an MLP when ``scale`` is None too (then
+            Xavier's uniform range, below), so that ``scale=s`` means N(0, s^2) on every model.
         scale: the range (uniform) or standard deviation (normal): a number, or a function of
             the matrix shape returning one (e.g. :func:`~dfa_lib.rules.nokland_scale`).  Default
             None: 1.9 on an MLP; on any other model :func:`xavier_bound` for uniform,
