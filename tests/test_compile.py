@@ -27,13 +27,16 @@ def test_compiled_training_gives_the_eager_weights_and_history(rule_name, one_th
     data = _toy_data()
     torch.manual_seed(0)
     model = MLP([20, 16, 16, 4], hidden="tanh", output="sigmoid")
-    rule = BP() if rule_name == "BP" else DFA(model, generator=torch.Generator().manual_seed(1))
     eager, compiled = copy.deepcopy(model), copy.deepcopy(model)
+
+    def rule_for(net):  # one rule per model, the same feedback for both
+        return BP() if rule_name == "BP" else DFA(net, generator=torch.Generator().manual_seed(1))
+
     kwargs = dict(epochs=2, batch_size=32, lr=0.1, loss="bce", progress=False)
-    h_eager = train(eager, rule, data, generator=torch.Generator().manual_seed(2), **kwargs)
+    h_eager = train(eager, rule_for(eager), data, generator=torch.Generator().manual_seed(2), **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would hide a compile failure
-        h_compiled = train(compiled, rule, data, generator=torch.Generator().manual_seed(2), compile=True, **kwargs)
+        h_compiled = train(compiled, rule_for(compiled), data, generator=torch.Generator().manual_seed(2), compile=True, **kwargs)
     moved = max((a.weight - b.weight).abs().max().item() for a, b in zip(model.layers, eager.layers))
     assert moved > 1e-2, "the run should change the weights, or the comparison proves nothing"
     for a, b in zip(eager.parameters(), compiled.parameters()):

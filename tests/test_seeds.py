@@ -42,7 +42,8 @@ def separate_and_batched(kind, seeds=(0, 1, 2), optimizer=None, frozen=(), epoch
     batch, batched_rule = SeedBatch(models), batch_rules(rules)
     gens = [torch.Generator().manual_seed(7 + s) for s in seeds]
     alone = []
-    for m, r, s in zip(copy.deepcopy(models), copy.deepcopy(rules), seeds):
+    copied_models, copied_rules = copy.deepcopy((models, rules))  # together: each copy carries its rule's copy
+    for m, r, s in zip(copied_models, copied_rules, seeds):
         opt = None if optimizer is None else optimizer(m.parameters())
         h = train(m, r, data, epochs=epochs, batch_size=32, lr=0.2, optimizer=opt, frozen=frozen, progress=False,
                   generator=torch.Generator().manual_seed(7 + s), **kw)
