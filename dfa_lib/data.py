@@ -199,12 +199,18 @@ def load_mnist(
     """MNIST as tensors on ``device``: images (N, 784) and labels (N,) as class indices.
 
     Where the files come from, in order:
-      1. ``root`` if given, else the folder in the environment variable ``DFA_MNIST_DIR``:
-         the four IDX files, gzipped or not, directly inside it or in ``MNIST/raw``;
-      2. otherwise torchvision downloads them into ``~/.cache/dfa_lib``.
+
+    1. ``root`` if given, else the folder in the environment variable ``DFA_MNIST_DIR``:
+       the four IDX files, gzipped or not, directly inside it or in ``MNIST/raw``;
+    2. otherwise torchvision downloads them into ``~/.cache/dfa_lib``.
+
     If neither works, :class:`MNISTNotFoundError` says how to get the data.
 
     Args:
+        device: where the tensors go (default: the CPU).
+        root: the folder holding the IDX files (default: ``DFA_MNIST_DIR``, else a download).
+        flatten: images as rows of 784 (True) or as (N, 1, 28, 28) for conv nets (False).
+        dtype: the images' dtype (labels are int64 class indices).
         scale: ``"unit"`` for pixels in [0, 1] (seed 001), ``"centered"`` for [-1, 1]
             (seed 003's ``Normalize((0.5,), (0.5,))``), ``"standard"`` for zero mean, unit std.
 
