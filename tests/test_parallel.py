@@ -105,3 +105,34 @@ def test_bad_workers_are_named(workers):
 def test_jobs_must_be_functions():
     with pytest.raises(TypeError, match="zero-argument functions"):
         run_concurrently([1, 2])
+
+
+def test_the_progress_bar_counts_finished_runs_and_names_the_last(capsys):
+    done = run_concurrently({("BP", s): (lambda s=s: s) for s in range(3)}, workers=2, progress=True)
+    assert done == {("BP", 0): 0, ("BP", 1): 1, ("BP", 2): 2}
+    drawn = capsys.readouterr().err
+    assert "3/3" in drawn and "last finished: BP " in drawn
+    assert drawn.endswith("\r"), "leave=False: the bar is erased once every run has finished"
+
+
+def test_the_progress_bar_of_one_worker_names_list_indices(capsys):
+    run_concurrently([lambda: 1, lambda: 2], workers=1, progress=True)
+    drawn = capsys.readouterr().err
+    assert "2/2" in drawn and "last finished: 1" in drawn
+
+
+def test_no_progress_bar_where_nobody_watches(capsys):
+    """pytest captures stderr, as nbconvert captures a notebook's: by default no bar is drawn there."""
+    run_concurrently([lambda: 1, lambda: 2], workers=2)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_progress_bar_changes_no_weight():
+    data = task()
+    jobs, models = prepared_runs(data)
+    run_concurrently(jobs, workers=1, progress=False)
+    quiet = weights(models)
+    jobs, models = prepared_runs(data)
+    run_concurrently(jobs, workers=2, progress=True)
+    for key, params in weights(models).items():
+        assert all(torch.equal(a, b) for a, b in zip(quiet[key], params)), f"{key}: weights differ with a bar"

@@ -9,7 +9,9 @@ import copy
 import pytest
 import torch
 
-from dfa_lib import BP, DFA, FA, MLP, USF, Data, SeedBatch, Shallow, batch_rules, spread, train, train_seeds
+from dfa_lib import BP, DFA, FA, MLP, USF, Data, SeedBatch, Shallow, batch_rules, seeds, spread, train, train_seeds
+from dfa_lib.step import TrainingDivergedError, accumulator_dtype
+from dfa_lib.targets import Targets
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +125,103 @@ def test_bad_batches_are_named():
 def test_spread_reads_mean_min_max():
     assert spread([97.0, 98.0, 99.5]) == "98.17 [97.00, 99.50]"
     assert spread([0.5], ".1f") == "0.5"
+
+
+# --- any device: the epoch sums' dtype, the generators' own devices, a divergence that keeps the histories ---
+
+def test_accumulator_dtype_is_float32_only_on_mps():
+    assert accumulator_dtype("mps") == torch.float32  # Apple's MPS has no float64
+    for device in ("cpu", "meta", "cuda", torch.device("cuda", 1)):
+        assert accumulator_dtype(device) == torch.float64
+
+
+def test_evaluation_sums_follow_the_devices_accumulator_dtype(monkeypatch):
+    """A reader on a Mac: evaluating the seeds must not ask MPS for float64 sums."""
+    asked = []
+
+    def like_mps(device):
+        asked.append(torch.device(device).type)
+        return torch.float32
+
+    monkeypatch.setattr(seeds, "accumulator_dtype", like_mps)
+    models, _ = nets_and_rules("BP", (0, 1))
+    x, y = torch.randn(9, 12), torch.randint(0, 4, (9,))
+    losses, errors = seeds._summed_losses_and_errors(SeedBatch(models), x, one_hot(y), "bce", batch_size=4)
+    assert asked and set(asked) == {"cpu"}
+    assert losses.dtype == errors.dtype == torch.float32 and losses.shape == errors.shape == (2,)
+
+
+def one_hot(y, n_out=4):
+    return Targets(torch.nn.functional.one_hot(y, n_out).to(torch.get_default_dtype()), "classification", y)
+
+
+def test_evaluation_sums_stay_on_the_models_device_meta():
+    """PyTorch's meta device stands in for a GPU: a sum made without a device would land on the CPU."""
+    models, _ = nets_and_rules("BP", (0, 1, 2))
+    batch = SeedBatch(models).to("meta")
+    y = torch.randint(0, 4, (9,))
+    targets = one_hot(y)
+    targets = Targets(targets.values.to("meta"), targets.kind, y.to("meta"))
+    losses, errors = seeds._summed_losses_and_errors(batch, torch.randn(9, 12, device="meta"), targets, "bce", 4)
+    for sums in (losses, errors):
+        assert sums.device.type == "meta" and sums.dtype == accumulator_dtype("meta") and sums.shape == (3,)
+    assert [p.device.type for m in batch.unbatch() for p in m.parameters()] == ["meta"] * 3 * 6
+
+
+def test_each_generator_draws_its_own_order_then_moves_to_the_models_device():
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    order = seeds._shuffled_orders(gens, 10, torch.device("meta"))
+    assert order.shape == (2, 10) and order.device.type == "meta"
+    cpu = seeds._shuffled_orders([torch.Generator().manual_seed(s) for s in (3, 4)], 10, torch.device("cpu"))
+    for k, s in enumerate((3, 4)):  # the orders train draws with the same generator
+        assert torch.equal(cpu[k], torch.randperm(10, generator=torch.Generator().manual_seed(s)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_seeds_on_a_gpu_with_gpu_generators_equal_their_separate_runs():
+    data = task()
+    models, _ = nets_and_rules("BP", (0, 1))
+    models = [m.cuda() for m in models]
+    alone = copy.deepcopy(models)
+    batch = SeedBatch(models)
+    hists = train_seeds(batch, BP(), data, generators=[torch.Generator("cuda").manual_seed(7 + s) for s in (0, 1)],
+                        epochs=2, batch_size=32, lr=0.2, progress=False)
+    for s, (m, mk, hk) in enumerate(zip(alone, batch.unbatch(), hists)):
+        h = train(m, BP(), data, epochs=2, batch_size=32, lr=0.2, progress=False,
+                  generator=torch.Generator("cuda").manual_seed(7 + s))
+        assert hk.test_error == h.test_error
+        for a, b in zip(m.parameters(), mk.parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_a_diverged_batch_keeps_every_networks_history_of_the_epochs_before():
+    torch.manual_seed(0)
+    model = MLP([12, 16, 4], hidden="identity", output="identity")
+    batch = SeedBatch([model, copy.deepcopy(model)])
+    with pytest.raises(TrainingDivergedError, match=r"2 seeds.*err\.history") as caught:
+        train_seeds(batch, BP(), task(), generators=[torch.Generator().manual_seed(s) for s in (0, 1)], epochs=50,
+                    batch_size=16, lr=1e3, loss="mse", progress=False)
+    histories = caught.value.history
+    assert isinstance(histories, list) and len(histories) == 2
+    for h in histories:
+        assert h.epoch[0] == 0 and len(h.epoch) == len(h.test_error) >= 1
+        assert h.stopped_early.startswith("diverged")
+
+
+# --- the progress bar ---
+
+def test_progress_bar_moves_with_the_steps_and_disappears(capsys):
+    models, rules = nets_and_rules("DFA", (0, 1))
+    train_seeds(SeedBatch(models), batch_rules(rules), task(), generators=[torch.Generator() for _ in models],
+                epochs=2, batch_size=32, progress=True)
+    drawn = capsys.readouterr().err
+    assert "DFA (2 seeds)" in drawn and "12/12" in drawn and "epoch=2/2" in drawn
+    assert drawn.endswith("\r"), "leave=False: the bar is erased when the run ends"
+
+
+def test_no_progress_bar_where_nobody_watches(capsys):
+    """pytest captures stderr, as nbconvert captures a notebook's: by default no bar is drawn there."""
+    models, rules = nets_and_rules("DFA", (0, 1))
+    train_seeds(SeedBatch(models), batch_rules(rules), task(), generators=[torch.Generator() for _ in models],
+                epochs=1, batch_size=32)
+    assert capsys.readouterr().err == ""
