@@ -26,6 +26,7 @@ from .history import History
 from .losses import check_loss, per_example_loss, per_example_loss_of_scores, predictions_of_scores
 from .metrics import error_rate
 from .models import MLP
+from .parallel import wants_progress
 from .rules import BP, FeedbackRule, learning_layers
 from .step import AutogradStep, CompiledStep, EpochSums, Step, TrainingDivergedError
 from .targets import Targets, gather_rows, prepare_targets
@@ -76,7 +77,7 @@ def train(
     kind: str | None = None,
     on_step: Callable | None = None,
     on_epoch: Callable | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     compile: bool | str = False,
 ) -> History:
     """Train ``model`` with ``rule`` on ``data`` and return its :class:`History`.
@@ -108,7 +109,9 @@ def train(
             autograd path ``cache``, ``e`` and ``signals`` are None.
         on_epoch: ``on_epoch(history, epoch, model)`` after every epoch's evaluation.
         progress: show a tqdm progress bar that moves with every step (all epochs' steps in one bar), with
-            the epoch and its test error; it disappears when the run ends.
+            the epoch and its test error; it disappears when the run ends.  Default None: only where someone
+            watches (a terminal, a notebook you run yourself), never in a notebook executed by Jupyter Book,
+            nbconvert or nbval, whose saved outputs would keep the bar (:func:`dfa_lib.parallel.someone_is_watching`).
         compile: run each step through ``torch.compile`` (:class:`dfa_lib.step.CompiledStep`): ``True``
             for its default mode, or a mode name such as ``"reduce-overhead"`` (CUDA graphs on a GPU).
             MLP fast path only, without ``on_step``; the first steps pay the compile time (about 20 s
@@ -201,7 +204,7 @@ def train(
     # flushing them to zero changes no result that matters and keeps epochs fast.
     with flush_denormal():
         start = time.perf_counter()
-        progress_bar = _ProgressBar(history.rule, epochs, steps_per_epoch, progress)
+        progress_bar = _ProgressBar(history.rule, epochs, steps_per_epoch, wants_progress(progress))
         tick, tick_every = progress_bar.tick, progress_bar.every
         try:
             if eval_initial:
