@@ -13,17 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import fa_with_forward_weights
 from dfa_lib import BP, BRSF, DFA, DRTP, FA, FRSF, USF, KolenPollack, Shallow, alignment
 from dfa_lib.rules import learning_layers
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    """Angles to 1e-6 degrees: compare in double precision (restored after each test)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 
 
 def mlp(seed=0):
@@ -79,14 +74,6 @@ def backward_gradients(model, x, y, rule=None):
     updates = [None if layer.weight.grad is None else layer.weight.grad.clone() for layer in layers[:-1]]
     model.zero_grad(set_to_none=True)
     return signals, updates
-
-
-def fa_with_forward_weights(model):
-    """FA whose every backward weight is the layer's own forward weight: exactly BP."""
-    rule = FA(model)
-    rule.set_feedback([l.weight.detach().T if isinstance(l, nn.Linear) else l.weight.detach()
-                       for l in learning_layers(model)[1:]])
-    return rule
 
 
 def test_fa_with_forward_weights_reads_zero_degrees_under_dropout_in_training_mode():

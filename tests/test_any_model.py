@@ -16,13 +16,7 @@ from dfa_lib import BP, BRSF, DFA, DRTP, FA, FRSF, MLP, USF, Data, KolenPollack,
 from dfa_lib.rules import learning_layers
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    """Exact identities: compare in double precision (restored after each test)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 
 
 def lenet(seed=0):

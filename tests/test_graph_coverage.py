@@ -11,16 +11,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import fa_with_forward_weights
 from dfa_lib import BP, DFA, DRTP, FA, USF, KolenPollack, Shallow
 from dfa_lib.rules import learning_layers
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 
 
 def grads(model, x, y):
@@ -35,14 +31,6 @@ def assert_same(a, b):
         assert (p is None) == (q is None), f"parameter {i}: one gradient is missing"
         if p is not None:
             torch.testing.assert_close(p, q, rtol=0, atol=1e-12, msg=f"parameter {i} differs")
-
-
-def fa_equal_to_w(model):
-    """FA with every backward weight set to the forward weight it replaces: exactly BP."""
-    rule = FA(model)
-    rule.set_feedback([l.weight.detach().T if isinstance(l, nn.Linear) else l.weight.detach()
-                       for l in learning_layers(model)[1:]])
-    return rule
 
 
 def lenet():
@@ -125,7 +113,7 @@ def test_a_frozen_embedding_is_ignored_and_the_rest_trains():
     model.embed.requires_grad_(False)
     tokens, y = torch.randint(0, 10, (4, 6), generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
     reference = grads(model, tokens, y)
-    fa_equal_to_w(model)
+    fa_with_forward_weights(model)
     got = grads(model, tokens, y)
     assert got[0] is None
     assert_same(got, reference)
@@ -146,7 +134,7 @@ def test_normalisation_inside_a_block_is_trained_locally(norm):
                           nn.Linear(36, 6), tail, nn.Tanh(), nn.Linear(6, 3))
     x, y = images()
     reference = grads(model, x, y)
-    fa_equal_to_w(model)
+    fa_with_forward_weights(model)
     assert_same(grads(model, x, y), reference)
 
 
@@ -218,7 +206,7 @@ def test_fa_with_b_equal_to_w_is_bp_on_a_conv_with_string_padding(kernel, dilati
         width = body(x[:1]).shape[1]
     model = nn.Sequential(*body, nn.Linear(width, 3))
     reference = grads(model, x, y)
-    fa_equal_to_w(model)
+    fa_with_forward_weights(model)
     assert_same(grads(model, x, y), reference)
 
 
@@ -320,7 +308,7 @@ def test_fa_on_tokens_gives_backprop_s_gradients_with_b_equal_to_w():
         return [p.grad.clone() for p in model.parameters()]
 
     reference = token_grads()
-    fa_equal_to_w(model)
+    fa_with_forward_weights(model)
     assert_same(token_grads(), reference)
 
 
@@ -330,7 +318,7 @@ def test_an_in_place_relu_after_a_layer_trains_with_fa():
                           nn.Linear(8, 3))
     x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
     reference = grads(model, x, y)
-    fa_equal_to_w(model)
+    fa_with_forward_weights(model)
     assert_same(grads(model, x, y), reference)
 
 

@@ -7,13 +7,7 @@ import torch
 from dfa_lib import BP, DFA, FA, MLP, Shallow, compute_grads, output_error, per_example_loss
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """These identities are checked in float64 (restored afterwards for the other test modules)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 
 
 # "Exactly" means: equal up to float64 rounding (the same sums may be taken through
