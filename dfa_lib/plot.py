@@ -1,6 +1,6 @@
-"""Figures the chapters share: learning curves, mean-and-band curves, decision boundaries.
+"""Figures the chapters share: learning curves, mean-and-band curves, decision boundaries, running means.
 
-Introduced in chapter 1 (curves) and chapter 2 (decision boundary).
+Introduced in chapter 1 (curves) and chapter 2 (decision boundary); :func:`smooth` in chapter 7.
 """
 from __future__ import annotations
 
@@ -54,6 +54,26 @@ def plot_mean_band(curves: Mapping[str, np.ndarray], x=None, ax=None, logy: bool
     ax.set_ylabel(ylabel)
     ax.legend()
     return ax
+
+
+def smooth(values, k: int):
+    """Running mean over ``k`` consecutive entries, along the first axis (numpy's ``"valid"`` part).
+
+    A 1-D sequence gives ``len - k + 1`` means; a 2-D array (records x layers) gives one column of
+    means per column.  A value measured on one mini-batch is a noisy sample; chapter 7 smooths its
+    alignment angles with it, chapter 9 its meta-training losses.
+    """
+    values = np.asarray(values)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if values.ndim not in (1, 2):
+        raise ValueError(f"smooth takes a sequence or a 2-D array (records x series), got shape {values.shape}")
+    if len(values) < k:
+        raise ValueError(f"a running mean over k={k} entries needs at least {k} of them, got {len(values)}")
+    kernel = np.ones(k) / k
+    if values.ndim == 1:
+        return np.convolve(values, kernel, mode="valid")
+    return np.stack([np.convolve(column, kernel, mode="valid") for column in values.T], axis=1)
 
 
 @torch.no_grad()
