@@ -21,7 +21,8 @@ Jobs start in the order given, each as soon as a worker is free, so list the lon
 the short ones then fill the gaps at the end instead of one core training a last long run
 alone while the other idles (chapters 10 and 11 order their runs by a measured relative cost).
 
-Chapters 3, 4, 5, 6, 10 and 11 train their runs this way.
+Chapters 3, 4, 5, 6, 10 and 11 train their runs this way; :mod:`dfa_lib.experiments` keeps their
+recipe (build in a fixed order, train longest first, read the results off by seed).
 
 While the runs train, a progress bar counts the finished ones and names the last to finish.  By
 default it shows only where a person watches the output as it comes (:func:`someone_is_watching`):
