@@ -190,27 +190,32 @@ def test_biotorch_numbers_are_in_its_table(claim, cell):
 # ---- numbers the chapters keep in code --------------------------------------------------------------
 
 def cited_constants() -> list[tuple[str, str, str, str, str]]:
-    """(chapter, code, seed, cited lines, comment) for every code line whose comment cites seed lines.
+    """(chapter, code, source, cited places, comment) for every code line whose comment cites a place.
 
-    The seed is the one the comment names, else the last one named earlier in the cell.  A number in
-    an ``else`` branch is the book's shortened default, not the seed's, and is not checked.
+    The source is a seed (``seed 003, line 708``: lines) or seed 003's upstream notebook, once a
+    comment of the cell has named its commit 70b02d3 (``cell 15``: cells).  The seed is the one the
+    comment names, else the last one named earlier in the cell.  A number in an ``else`` branch is
+    the book's shortened default, not the source's, and is not checked.
     """
     found = []
     for chapter in CHAPTERS:
         for cell in json.loads(chapter.read_text())["cells"]:
             if cell["cell_type"] != "code":
                 continue
-            seed = None
-            source = "".join(cell["source"])
-            for line in source.splitlines():
+            seed, upstream = None, False
+            for line in "".join(cell["source"]).splitlines():
                 if line.lstrip().startswith(("%", "!")):
                     continue
                 code, _, comment = line.partition("#")
                 named = re.findall(r"seed (00\d)", comment) or re.findall(r"seed (00\d)", code)
-                specs = re.findall(rf"lines? ({SPEC})", comment)
+                upstream = upstream or "70b02d3" in comment
                 if named:
                     seed = named[-1]
-                if specs and seed and NUMBER.search(re.sub(r"else\s+[\d.e-]+", "", code)):
+                if not NUMBER.search(re.sub(r"else\s+[\d.e-]+", "", code)):
+                    continue
+                if upstream and (cells := re.findall(rf"cells? ({SPEC})", comment)):
+                    found.append((chapter.name, code.strip(), "70b02d3", ", ".join(cells), comment.strip()))
+                elif seed and (specs := re.findall(rf"lines? ({SPEC})", comment)):
                     found.append((chapter.name, code.strip(), seed, ", ".join(specs), comment.strip()))
     return found
 
@@ -219,15 +224,21 @@ def test_the_chapters_cite_constants_in_code():
     assert len(cited_constants()) >= 15, "the citing comments of the chapters' constants were not found"
 
 
-@pytest.mark.parametrize("chapter,code,seed,spec,comment", cited_constants(), ids=lambda s: str(s)[:40])
-def test_constants_in_code_are_on_the_cited_lines(chapter, code, seed, spec, comment):
-    need(SEEDS)
+@pytest.mark.parametrize("chapter,code,source,spec,comment", cited_constants(), ids=lambda s: str(s)[:40])
+def test_constants_in_code_are_at_the_cited_place(chapter, code, source, spec, comment):
     quoted = NUMBER.findall(re.sub(r"else\s+[\d.e-]+|\"[^\"]*\"|'[^']*'", "", code))
-    lines = seed_lines(seed, spec)
+    if source == "70b02d3":
+        need(UPSTREAM_003)
+        found = [v for body in upstream_cells(spec) for v in numbers_in(body)]
+        for q in quoted:
+            assert found_in(q, found, percent=True), f"{chapter}: {q} in `{code}` is not in dfa.ipynb cell(s) {spec} at 70b02d3"
+        return
+    need(SEEDS)
+    lines = seed_lines(source, spec)
     found = [v for line in lines for v in numbers_in(line)]
     for q in quoted:
         assert found_in(q, found), (
-            f"{chapter}: {q} in `{code}` is not on seed {seed}, line(s) {spec}: " + " / ".join(l.strip() for l in lines))
+            f"{chapter}: {q} in `{code}` is not on seed {source}, line(s) {spec}: " + " / ".join(l.strip() for l in lines))
 
 
 def test_chapter_11_copies_biotorchs_table():
