@@ -189,7 +189,9 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     def angle(a, b):
         return 90.0 if a is None or b is None else angle_degrees(a, b)
 
-    weights = rule.feedback_weights() or [None] * (len(graph.layers) - 1)
+    # a backward weight that stands in for W, in W's own layout (the angle reads the same in any common layout)
+    weights = ([B.transpose(0, 1) for B in rule.feedback] if rule.feedback_stands_for_weights
+               else [None] * (len(graph.layers) - 1))
     return {
         "signal": [angle(s, b) for s, b in zip(signals, bp_signals)],
         "update": [angle(u, b) for u, b in zip(updates, bp_updates)],
