@@ -98,14 +98,18 @@ def test_every_feedback_matrix_stands_where_bp_has_w_transposed(name, kind):
     assert rule.feedback_stands_for_weights == (name in ("fa", "usf", "frsf", "brsf", "kp"))
 
 
-@pytest.mark.parametrize("name", ["usf", "frsf", "kp"])
-def test_feedback_of_the_rules_that_follow_w_is_its_backward_weight_transposed(name):
+@pytest.mark.parametrize("name", ["usf", "frsf", "brsf"])
+def test_sign_symmetry_feedback_is_sign_w_transposed(name):
     model = cnn()
     rule = RULES[name](model, generator=torch.Generator().manual_seed(1))
     for B, layer in zip(rule.feedback, learning_layers(model)[1:]):
-        assert torch.equal(B.sign().abs(), layer.weight.detach().transpose(0, 1).sign().abs()) or name == "kp"
-    if name == "kp":
-        assert all(torch.equal(B, P.detach().transpose(0, 1)) for B, P in zip(rule.feedback, rule.feedback_parameters))
+        assert torch.equal(B.sign(), layer.weight.detach().transpose(0, 1).sign())
+
+
+def test_kolen_pollack_feedback_shows_its_learned_parameters_transposed():
+    rule = KolenPollack(cnn(), generator=torch.Generator().manual_seed(1))
+    for B, P in zip(rule.feedback, rule.feedback_parameters):
+        assert torch.equal(B, P.detach().transpose(0, 1)) and B.data_ptr() == P.data_ptr()
 
 
 def test_fa_set_feedback_takes_w_transposed_for_linear_and_conv_layers_alike():

@@ -22,7 +22,10 @@ symmetry and Kolen-Pollack; the network's output for DFA and DRTP).  So ``B_l`` 
 has ``W_{l+1}.transpose(0, 1)``: ``W^T``, shape (n_l, n_{l+1}), for an ``nn.Linear`` layer, and
 the kernel with its two channel axes swapped, shape (C_l, C_{l+1}, kh, kw), for an ``nn.Conv2d``.
 Setting ``B_l = W_{l+1}.transpose(0, 1)`` (``rule.set_feedback``, FA) makes FA exactly BP on any
-model.  BP and shallow learning have none (``rule.feedback == []``).
+model.  BP and shallow learning have none (``rule.feedback == []``).  How a rule stores them (what its
+``state_dict`` holds) is its own affair: FA's buffers ``B1, B2, ...``, DFA's and DRTP's one buffer
+``B`` with every block's ``B_l`` as rows, frSF's and brSF's magnitudes ``R1, ...``, Kolen-Pollack's
+``feedback_parameters`` in ``W``'s own layout (the optimizer steps them with W's gradient).
 
 **Building a rule: one signature.**  Every rule is built as ``Rule(model, **common, **own)``,
 with the common keywords ``generator`` (a ``torch.Generator`` for the random draws; validated and
