@@ -189,3 +189,27 @@ def test_train_attaches_no_hooks_for_a_rule_that_needs_none():
     rule = PlainBP()
     train(model, rule, Data(x, y, x, y), epochs=1, batch_size=4, lr=0.1, loss="ce", progress=False)
     assert rule.hooks is None
+
+
+def saved_in_the_kernel_layout(rule):
+    """``rule``'s state as saved when FA kept a conv layer's matrix in the kernel's own layout."""
+    state = rule.state_dict()
+    state["B1"] = state["B1"].transpose(0, 1).contiguous()
+    state["_extra_state"] = dict(state["_extra_state"], feedback_shapes=[[4, 3, 3, 3], [64, 5], [5, 3]])
+    return state
+
+
+def test_fa_loads_a_conv_state_dict_saved_in_the_kernel_layout():
+    source, target = FA(cnn(), generator=torch.Generator().manual_seed(1)), FA(cnn())
+    target.load_state_dict(saved_in_the_kernel_layout(source))
+    assert all(torch.equal(a, b) for a, b in zip(target.feedback, source.feedback))
+
+
+def test_fa_unpickles_a_conv_rule_saved_in_the_kernel_layout():
+    rule = FA(cnn(), generator=torch.Generator().manual_seed(1))
+    state = rule.__getstate__()
+    state = dict(state, _buffers=dict(state["_buffers"], B1=rule.B1.transpose(0, 1).contiguous()))
+    del state["conv_feedback_layout"]
+    old = FA.__new__(FA)
+    old.__setstate__(state)
+    assert torch.equal(old.B1, rule.B1)

@@ -303,6 +303,28 @@ class FA(RandomFeedback):
     def _store(self, mats):
         for l, m in enumerate(mats, start=1):
             self.register_buffer(f"B{l}", m)
+        self.conv_feedback_layout = "W^T"  # a conv layer's matrix swapped its channel axes when this was set
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        saved = state_dict.get(prefix + "_extra_state")
+        kernel_layout = [[s[1], s[0]] if kind == "Linear" else list(s)
+                         for kind, s in zip(self.layer_kinds[1:], self.weight_shapes[1:])]
+        now = [list(s) for s in self.expected_shapes()]
+        if isinstance(saved, dict) and saved.get("feedback_shapes") == kernel_layout != now:
+            # saved when a conv layer's matrix was kept in the kernel's own layout: lay it out as W^T
+            for l, kind in enumerate(self.layer_kinds[1:], start=1):
+                if kind != "Linear" and prefix + f"B{l}" in state_dict:
+                    state_dict[prefix + f"B{l}"] = state_dict[prefix + f"B{l}"].transpose(0, 1).contiguous()
+            state_dict[prefix + "_extra_state"] = dict(saved, feedback_shapes=now)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def __setstate__(self, state):
+        if "conv_feedback_layout" not in state:  # pickled when a conv layer's matrix was in the kernel's own layout
+            state["conv_feedback_layout"] = "W^T"
+            for l, kind in enumerate(state.get("layer_kinds", [])[1:], start=1):
+                if kind != "Linear":
+                    state["_buffers"][f"B{l}"] = state["_buffers"][f"B{l}"].transpose(0, 1).contiguous()
+        super().__setstate__(state)
 
     @property
     def feedback(self) -> list:
