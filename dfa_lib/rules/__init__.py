@@ -69,7 +69,13 @@ RULES = {"bp": BP, "fa": FA, "dfa": DFA, "shallow": Shallow, "usf": USF, "frsf":
 
 
 def make_rule(name: str, model, **kwargs) -> FeedbackRule:
-    """Build a rule for ``model`` by name: one of ``RULES`` (case does not matter)."""
+    """Build a rule for ``model`` by name: one of ``RULES`` (case does not matter).
+
+    Every rule takes the common keywords ``generator``, ``example_input`` and ``path`` (see the
+    package docstring), so one call builds any of them, e.g.
+    ``make_rule(name, model, generator=g, example_input=x[:1])``; ``kwargs`` may add the rule's own
+    (``weight_decay=`` for Kolen-Pollack, ``scale=`` ...).
+    """
     key = name.lower()
     if key not in RULES:
         raise ValueError(f"unknown rule {name!r}; choose one of {sorted(RULES)}")
