@@ -17,7 +17,6 @@ from .data import Data, MNISTNotFoundError, linear_teacher, load_mnist, logic_ga
 from .losses import output_error, per_example_loss
 from .metrics import (
     alignment,
-    alignment_each_epoch,
     alignment_angles,
     alignment_from_cache,
     angle_degrees,
@@ -57,7 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BP", "DFA", "FA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP", "FeedbackRule", "make_rule",
     "rule_of", "detach",
-    "init_feedback", "nokland_scale", "learning_layers", "alignment", "alignment_each_epoch",
+    "init_feedback", "nokland_scale", "learning_layers", "alignment",
     "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "error_rate", "confusion_matrix", "angle_degrees",

@@ -278,15 +278,3 @@ def _sum(a: torch.Tensor | None, b: torch.Tensor | None):
     if a is None:
         return b
     return a if b is None else a + b
-
-
-def alignment_each_epoch(rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
-                         key: str = "alignment"):
-    """An ``on_epoch`` callback for :func:`dfa_lib.train` that appends :func:`alignment` on ``(x, y)``
-    to ``history.records[key]`` after every epoch (chapter 10; chapter 7 records its angles every few
-    steps with an ``on_step`` callback of its own)."""
-
-    def on_epoch(history, epoch, model):
-        history.record(key, alignment(model, rule, x, y, loss))
-
-    return on_epoch
