@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from conftest import fa_with_forward_weights
 from dfa_lib import BP, DFA, DRTP, FA, USF, KolenPollack, Shallow
-from dfa_lib.rules import learning_layers
 
 
 pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
