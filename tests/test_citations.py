@@ -24,7 +24,7 @@ SEED_PLACE = re.compile(r"seed (00\d), lines? (\d+(?:\s*(?:-|,|and)\s*\d+)*)")
 PAPER_PLACE = re.compile(r"\{cite\}`[^`]+`.*\b(Table \d+|Fig\. \d+|Figure \d+|abstract|section \d+|[\w-]+\.(?:md|py|ya?ml)\b)", re.I)
 # (the last alternative: a file of a cited repository, e.g. BioTorch's Benchmarks.md)
 NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-# Numbers that were once quoted as seed 003's results but are in no source (issue 11).
+# Numbers once quoted as seed 003's results that no source contains: none may be quoted again.
 UNTRACEABLE = ("97.67", "93.7", "74.88", "93.48", "90.52", "20-35°")
 
 
