@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from dfa_lib import BP, DFA, FA, MLP, Data, seed_everything, train
 
@@ -70,3 +71,30 @@ def train_mlp(data: Data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="
                     progress=False, generator=torch.Generator().manual_seed(0), **kw)
     return model, history
 
+
+
+def small_convnet(seed=0) -> nn.Sequential:
+    """A LeNet in miniature for 1x8x8 images and 3 classes: conv-tanh-pool, conv-tanh, two linear layers."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+                         nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def gradients(model: nn.Module, x, y, rule=None) -> list:
+    """Weight and bias gradients of the mean cross-entropy after one backward pass (None where a
+    parameter got none); with ``rule``, the rule is first shown the one-hot targets (DRTP needs them)."""
+    model.zero_grad(set_to_none=True)
+    if rule is not None:
+        rule.observe_target(F.one_hot(y, 3).to(x.dtype))
+    F.cross_entropy(model(x), y).backward()
+    return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+def assert_same_gradients(a: list, b: list, atol=1e-12) -> None:
+    """Two lists from :func:`gradients` agree parameter by parameter: both missing, or equal to ``atol``."""
+    assert len(a) == len(b)
+    for i, (p, q) in enumerate(zip(a, b)):
+        assert (p is None) == (q is None), f"parameter {i}: one gradient is missing"
+        if p is not None:
+            torch.testing.assert_close(p, q, rtol=0, atol=atol, msg=f"parameter {i} differs")

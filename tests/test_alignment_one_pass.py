@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import fa_with_forward_weights
+from conftest import fa_with_forward_weights, small_convnet
 from dfa_lib import BP, BRSF, DFA, DRTP, FA, FRSF, USF, KolenPollack, Shallow, alignment
 from dfa_lib.rules import learning_layers
 
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 def mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(7, 12), nn.Tanh(), nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 3))
-
-
-def convnet(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                         nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
-                         nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3))
 
 
 def batch(n=6, seed=1, image=False):
@@ -127,7 +120,7 @@ def build(name, model, x):
 @pytest.mark.parametrize("architecture", ["mlp", "convnet"])
 @pytest.mark.parametrize("name", ["BP", "FA", "DFA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP"])
 def test_angles_are_those_of_the_gradients_the_hooks_give_in_backward(name, architecture):
-    make = mlp if architecture == "mlp" else convnet
+    make = mlp if architecture == "mlp" else small_convnet
     x, y = batch(6, image=architecture == "convnet")
     bp_signals, bp_updates = backward_gradients(make(0), x, y)  # the same weights, no hooks: BP
     model = make(0)
