@@ -81,6 +81,14 @@ def small_convnet(seed=0) -> nn.Sequential:
                          nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3))
 
 
+def toy_batch(n=5, seed=1, image=True, size=8):
+    """``(x, labels)``: ``n`` random one-channel ``size`` x ``size`` images (or rows of 7 features
+    when not ``image``) with random labels of 3 classes, from their own seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, size, size, generator=g) if image else torch.randn(n, 7, generator=g)
+    return x, torch.randint(0, 3, (n,), generator=g)
+
+
 def gradients(model: nn.Module, x, y, rule=None) -> list:
     """Weight and bias gradients of the mean cross-entropy after one backward pass (None where a
     parameter got none); with ``rule``, the rule is first shown the one-hot targets (DRTP needs them)."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import assert_same_gradients as assert_same, gradients as grads
+from conftest import assert_same_gradients as assert_same, gradients as grads, toy_batch as batch
 from dfa_lib import BP, BRSF, DFA, DRTP, FA, FRSF, MLP, USF, Data, KolenPollack, Shallow, alignment, train
 from dfa_lib.rules import learning_layers
 
@@ -27,13 +27,6 @@ def lenet(seed=0):
         nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh()), nn.Flatten(),
         nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3),
     )
-
-
-def batch(n=5, seed=1, image=True):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=g) if image else torch.randn(n, 7, generator=g)
-    y = torch.randint(0, 3, (n,), generator=g)
-    return x, y
 
 
 def test_learning_layers_are_found_in_nested_sequentials_in_order():

@@ -11,16 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import assert_same_gradients, fa_with_forward_weights, gradients, small_convnet
+from conftest import assert_same_gradients, fa_with_forward_weights, gradients, small_convnet, toy_batch
 from dfa_lib import BP, DFA, DRTP, FA, USF, KolenPollack, Shallow
 
 
 pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
-
-
-def images(n=5, size=8, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 1, size, size, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
 # ------------------------------------------------------------------ every parameter is accounted for
@@ -111,7 +106,7 @@ def test_normalisation_inside_a_block_is_trained_locally(norm):
     tail = nn.LayerNorm(6) if norm == "layer" else nn.BatchNorm1d(6) if norm == "batch" else nn.Identity()
     model = nn.Sequential(nn.Conv2d(1, 4, 3), make(4), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(36, 6), tail, nn.Tanh(), nn.Linear(6, 3))
-    x, y = images()
+    x, y = toy_batch()
     reference = gradients(model, x, y)
     fa_with_forward_weights(model)
     assert_same_gradients(gradients(model, x, y), reference)
@@ -180,7 +175,7 @@ def test_fa_with_b_equal_to_w_is_bp_on_a_conv_with_string_padding(kernel, dilati
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, kernel, padding=padding, dilation=dilation)
     body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), conv, nn.Tanh(), nn.Flatten())
-    x, y = images(size=9)
+    x, y = toy_batch(size=9)
     with torch.no_grad():
         width = body(x[:1]).shape[1]
     model = nn.Sequential(*body, nn.Linear(width, 3))
@@ -195,7 +190,7 @@ def test_sign_symmetry_and_kolen_pollack_take_same_padding_with_an_even_kernel(R
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Conv2d(3, 4, 4, padding="same"), nn.Tanh(),
                           nn.Flatten(), nn.Linear(4 * 7 * 7, 3))
     Rule(model)
-    x, y = images(size=9)
+    x, y = toy_batch(size=9)
     assert all(g is not None for g in gradients(model, x, y))
 
 
@@ -205,7 +200,7 @@ def test_fa_follows_model_double_called_after_the_rule_was_built():
     model = small_convnet().float()
     rule = FA(model)
     model.double()
-    x, y = images()
+    x, y = toy_batch()
     gradients(model, x.double(), y)
     assert all(B.dtype == torch.float64 for B in rule.feedback)
 
@@ -230,7 +225,7 @@ def test_kolen_pollack_s_optimizer_keeps_training_b_after_model_double():
 def test_a_rule_follows_its_model_to_another_device(Rule):
     """PyTorch's meta device stands in for a GPU: no data, but every device check of a real one."""
     model = small_convnet()
-    x, y = images()
+    x, y = toy_batch()
     rule = Rule(model, example_input=x[:1]) if Rule is DFA else Rule(model)
     model.to("meta")
     F.cross_entropy(model(x.to("meta")), y.to("meta")).backward()
@@ -240,17 +235,17 @@ def test_a_rule_follows_its_model_to_another_device(Rule):
 # ------------------------------------------------------------------ clear errors where the mistake is made
 def test_a_numpy_example_input_is_refused_with_the_fix():
     with pytest.raises(TypeError, match="torch.as_tensor"):
-        DFA(small_convnet(), example_input=images()[0][:1].numpy())
+        DFA(small_convnet(), example_input=toy_batch()[0][:1].numpy())
 
 
 def test_an_example_input_without_its_batch_dimension_says_x_1_not_x_0():
-    x, _ = images()
+    x, _ = toy_batch()
     with pytest.raises(ValueError, match=r"x\[:1\], not x\[0\]"):
         DFA(small_convnet(), example_input=x[0])
 
 
 def test_a_flattened_image_as_example_input_of_a_conv_net_is_named():
-    x, _ = images()
+    x, _ = toy_batch()
     with pytest.raises(ValueError, match=r"unflattened images \(N, C, H, W\)"):
         DFA(small_convnet(), example_input=x[:1].flatten(1))
 
@@ -259,9 +254,9 @@ def test_a_batch_of_another_image_size_than_the_example_input_is_named():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 3), nn.Tanh(),
                           nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
-    small, _ = images(size=8)
+    small, _ = toy_batch(size=8)
     DFA(model, example_input=small[:1])
-    x, y = images(size=12)
+    x, y = toy_batch(size=12)
     with pytest.raises(ValueError, match=r"received blocks of shape \(3, 12, 12\) per example, but DFA was built "
                                          r"for \(3, 8, 8\)"):
         gradients(model, x, y)
