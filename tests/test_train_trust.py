@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import small_classification
+from conftest import small_classification as small
 from dfa_lib import (
     BP, DFA, MLP, Data, History, KolenPollack, TrainingDivergedError, linear_teacher, seed_everything, train,
 )
@@ -38,7 +38,7 @@ def test_mse_run_whose_loss_overflows_while_the_outputs_stay_finite_is_reported(
     seed_everything(0)
     model = MLP([6, 32, 32, 3], output="identity")
     with pytest.raises(TrainingDivergedError, match="loss became infinite") as err:
-        quiet(model, BP(), small_classification(n=256), epochs=1, lr=1e4, loss="mse")
+        quiet(model, BP(), small(n=256), epochs=1, lr=1e4, loss="mse")
     assert "epoch 1" in str(err.value)
 
 
@@ -79,7 +79,7 @@ def test_stopping_in_on_epoch_returns_the_epochs_trained():
     seed_everything(0)
     model = MLP([6, 8, 3])
     with pytest.warns(UserWarning, match="interrupted in epoch 3"):
-        history = quiet(model, DFA(model), small_classification(), epochs=10, batch_size=16, lr=0.1, on_epoch=on_epoch)
+        history = quiet(model, DFA(model), small(), epochs=10, batch_size=16, lr=0.1, on_epoch=on_epoch)
     assert history.epoch == [0, 1, 2, 3]
     assert history.interrupted and "epoch 3 of 10" in history.stopped_early
 
@@ -93,7 +93,7 @@ def test_stopping_in_the_middle_of_an_epoch_keeps_the_epochs_before_it():
     seed_everything(0)
     model = net()
     with pytest.warns(UserWarning, match="interrupted in epoch 2"):
-        history = quiet(model, DFA(model), small_classification(), epochs=5, batch_size=16, lr=0.1, loss="ce", on_step=on_step)
+        history = quiet(model, DFA(model), small(), epochs=5, batch_size=16, lr=0.1, loss="ce", on_step=on_step)
     assert history.epoch == [0, 1] and history.interrupted
     assert "epochs up to 1" in history.stopped_early
     assert history.seconds > 0
@@ -102,7 +102,7 @@ def test_stopping_in_the_middle_of_an_epoch_keeps_the_epochs_before_it():
 def test_a_run_that_ends_normally_is_not_interrupted():
     seed_everything(0)
     model = MLP([6, 8, 3])
-    history = quiet(model, DFA(model), small_classification(), epochs=2, batch_size=16)
+    history = quiet(model, DFA(model), small(), epochs=2, batch_size=16)
     assert not history.interrupted and history.stopped_early is None
 
 
@@ -116,7 +116,7 @@ def test_an_optimizer_built_for_an_earlier_model_is_refused(kind):
     opt = torch.optim.SGD(old_model.parameters(), lr=0.1)
     model = make()
     with pytest.raises(ValueError, match="built for another model"):
-        quiet(model, DFA(model), small_classification(), epochs=1, optimizer=opt, loss="bce" if kind == "MLP fast path" else "ce")
+        quiet(model, DFA(model), small(), epochs=1, optimizer=opt, loss="bce" if kind == "MLP fast path" else "ce")
 
 
 def test_an_optimizer_over_part_of_the_model_still_trains():
@@ -125,7 +125,7 @@ def test_an_optimizer_over_part_of_the_model_still_trains():
     model = net()
     opt = torch.optim.SGD(model[2].parameters(), lr=0.1)
     before = model[0].weight.clone()
-    quiet(model, DFA(model), small_classification(), epochs=1, optimizer=opt, loss="ce")
+    quiet(model, DFA(model), small(), epochs=1, optimizer=opt, loss="ce")
     assert torch.equal(model[0].weight, before)
 
 
@@ -136,7 +136,7 @@ def test_kolen_pollack_with_an_optimizer_that_lacks_its_feedback_weights_is_refu
     rule = KolenPollack(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"list\(rule.parameters\(\)\)"):
-        quiet(model, rule, small_classification(), epochs=1, optimizer=opt, loss="ce")
+        quiet(model, rule, small(), epochs=1, optimizer=opt, loss="ce")
 
 
 def test_kolen_pollack_with_both_sets_of_weights_in_the_optimizer_trains_its_feedback():
@@ -145,7 +145,7 @@ def test_kolen_pollack_with_both_sets_of_weights_in_the_optimizer_trains_its_fee
     rule = KolenPollack(model)
     opt = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=0.1)
     before = rule.backward[0].detach().clone()
-    quiet(model, rule, small_classification(), epochs=1, optimizer=opt, loss="ce")
+    quiet(model, rule, small(), epochs=1, optimizer=opt, loss="ce")
     assert not torch.equal(rule.backward[0].detach(), before)
 
 
@@ -154,7 +154,7 @@ def test_a_model_ending_in_softmax_under_cross_entropy_is_refused():
     seed_everything(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3), nn.Softmax(dim=1))
     with pytest.raises(ValueError, match="drop the softmax"):
-        quiet(model, DFA(model), small_classification(), epochs=1, loss="ce")
+        quiet(model, DFA(model), small(), epochs=1, loss="ce")
 
 
 # --------------------------------------------------------------------------- clear errors where the mistake is
@@ -167,7 +167,7 @@ def test_batch_norm_and_a_last_batch_of_one_row_say_which_batch_size_to_use():
     seed_everything(0)
     model = batch_norm_net()
     with pytest.raises(ValueError, match=r"batch norm.*one row.*65 examples in batches of 64.*batch_size=\d+") as err:
-        quiet(model, DFA(model), small_classification(n=65), epochs=1, batch_size=64, loss="ce")
+        quiet(model, DFA(model), small(n=65), epochs=1, batch_size=64, loss="ce")
     suggested = int(str(err.value).split("batch_size=")[1].split(",")[0].split(" ")[0])
     assert 65 % suggested != 1 and suggested >= 2
 
@@ -175,7 +175,7 @@ def test_batch_norm_and_a_last_batch_of_one_row_say_which_batch_size_to_use():
 def test_batch_norm_with_batches_of_several_rows_trains():
     seed_everything(0)
     model = batch_norm_net()
-    history = quiet(model, DFA(model), small_classification(n=66), epochs=1, batch_size=64, loss="ce")
+    history = quiet(model, DFA(model), small(n=66), epochs=1, batch_size=64, loss="ce")
     assert history.epoch == [0, 1]
 
 
@@ -193,7 +193,7 @@ def test_conv_batch_norm_takes_a_single_image_batch():
 def test_a_test_set_with_other_features_is_named():
     seed_everything(0)
     model = MLP([6, 8, 3])
-    data = small_classification()
+    data = small()
     data = Data(data.x_train, data.y_train, data.x_test[:, :5], data.y_test)
     with pytest.raises(ValueError, match=r"x_test.*\(5,\).*x_train.*\(6,\)"):
         quiet(model, DFA(model), data, epochs=1)
@@ -202,17 +202,17 @@ def test_a_test_set_with_other_features_is_named():
 def test_a_rule_class_in_place_of_a_rule_says_to_build_it():
     model = MLP([6, 8, 3])
     with pytest.raises(TypeError, match=r"DFA\(model\)"):
-        quiet(model, DFA, small_classification(), epochs=1)
+        quiet(model, DFA, small(), epochs=1)
 
 
 def test_a_rule_name_in_place_of_a_rule_says_to_build_it():
     model = MLP([6, 8, 3])
     with pytest.raises(TypeError, match=r"DFA\(model\)"):
-        quiet(model, "dfa", small_classification(), epochs=1)
+        quiet(model, "dfa", small(), epochs=1)
 
 
 def test_a_dataloader_in_place_of_data_says_how_to_build_data():
-    d = small_classification()
+    d = small()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(d.x_train, d.y_train), batch_size=16)
     model = MLP([6, 8, 3])
     with pytest.raises(TypeError, match=r"dfa_lib.Data\(x_train, y_train, x_test, y_test\)"):
@@ -220,7 +220,7 @@ def test_a_dataloader_in_place_of_data_says_how_to_build_data():
 
 
 def test_a_tuple_in_place_of_data_says_how_to_build_data():
-    d = small_classification()
+    d = small()
     model = MLP([6, 8, 3])
     with pytest.raises(TypeError, match=r"dfa_lib.Data\(\*data\)"):
         quiet(model, DFA(model), (d.x_train, d.y_train, d.x_test, d.y_test), epochs=1)
@@ -238,7 +238,7 @@ def test_a_model_that_returns_a_tuple_is_named():
 
     model = ScoresAndFeatures()
     with pytest.raises(TypeError, match="one tensor of scores"):
-        quiet(model, DFA(model), small_classification(), epochs=1, loss="ce")
+        quiet(model, DFA(model), small(), epochs=1, loss="ce")
 
 
 # --------------------------------------------------------------------------- any device
@@ -280,7 +280,7 @@ def test_a_cuda_generator_shuffles_a_gpu_run():
     seed_everything(0)
     device = torch.device("cuda")
     model = MLP([6, 8, 3]).to(device)
-    history = train(model, DFA(model), small_classification().to(device), epochs=2, batch_size=16, progress=False,
+    history = train(model, DFA(model), small().to(device), epochs=2, batch_size=16, progress=False,
                     generator=torch.Generator(device=device).manual_seed(0))
     assert history.epoch == [0, 1, 2]
 
@@ -318,7 +318,7 @@ def test_the_progress_bar_moves_during_an_epoch_and_shows_the_test_error(monkeyp
 
     seed_everything(0)
     model = MLP([6, 8, 3])
-    train(model, DFA(model), small_classification(n=64), epochs=3, batch_size=4, progress=True, on_step=on_step,
+    train(model, DFA(model), small(n=64), epochs=3, batch_size=4, progress=True, on_step=on_step,
           generator=torch.Generator().manual_seed(0))
     (bar,) = RecordingBar.made
     steps = 3 * 64 // 4
@@ -339,9 +339,9 @@ def test_a_bp_baseline_made_by_deepcopy_of_a_hooked_model_is_refused():
     DFA(model, generator=torch.Generator().manual_seed(0))
     baseline = copy.deepcopy(model)
     with pytest.raises(ValueError, match=r"carries another rule, DFA.*dfa_lib.detach\(model\)"):
-        quiet(baseline, BP(), small_classification(), epochs=1)
+        quiet(baseline, BP(), small(), epochs=1)
     dfa_lib.detach(baseline)
-    quiet(baseline, BP(), small_classification(), epochs=1)  # a plain model now: BP it is
+    quiet(baseline, BP(), small(), epochs=1)  # a plain model now: BP it is
 
 
 @pytest.mark.parametrize("make_model", [lambda: MLP([6, 16, 3]), net], ids=["MLP", "Sequential"])
@@ -349,4 +349,4 @@ def test_train_with_another_rule_than_the_one_the_model_carries_is_refused(make_
     model = make_model()
     FA(model)
     with pytest.raises(ValueError, match="carries another rule, FA"):
-        quiet(model, DFA(make_model()), small_classification(), epochs=1, loss="ce" if isinstance(model, nn.Sequential) else "bce")
+        quiet(model, DFA(make_model()), small(), epochs=1, loss="ce" if isinstance(model, nn.Sequential) else "bce")
