@@ -47,7 +47,8 @@ from .rules import (
     nokland_scale,
     rule_of,
 )
-from .seeds import SeedBatch, batch_rules, spread, train_seeds
+from .seeds import SeedBatch, batch_rules
+from .stats import spread
 from .step import TrainingDivergedError
 from .train import evaluate, train
 from .update import compute_grads, sgd_update, write_grads
@@ -63,5 +64,5 @@ __all__ = [
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",
     "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",
-    "seed_everything", "get_device", "SeedBatch", "batch_rules", "train_seeds", "spread", "run_concurrently",
+    "seed_everything", "get_device", "SeedBatch", "batch_rules", "spread", "run_concurrently",
 ]

@@ -37,8 +37,9 @@ def group_mean_fn(groups: torch.Tensor, n_groups: int | None = None) -> Callable
 
 
 def batch_mean(t: torch.Tensor) -> torch.Tensor:
-    """The mean row of an (N, d) tensor, kept as a (1, d) tensor."""
-    return t.mean(0, keepdim=True)
+    """The mean row of an (N, d) tensor, kept as a (1, d) tensor; of each network's rows for the
+    (K, N, d) tensors of a :class:`~dfa_lib.seeds.SeedBatch`."""
+    return t.mean(-2, keepdim=True)
 
 
 def average_cache(cache: ForwardCache, mean: Callable) -> ForwardCache:

@@ -179,7 +179,9 @@ class MLP(nn.Module):
     def n_hidden(self) -> int:
         return len(self.layers) - 1
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected shape unless ``x`` is (batch, sizes[0]);
+        :func:`dfa_lib.train` calls it once on the training set before the first step."""
         if x.dim() != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(
                 f"input must have shape (batch, {self.sizes[0]}) for a network of sizes {self.sizes}; "
@@ -200,7 +202,7 @@ class MLP(nn.Module):
             ) from err
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        self.check_input(x)
         try:  # free when nothing fails: the dtype check runs only after torch has raised
             h = x
             for layer in self.layers[:-1]:
@@ -212,7 +214,7 @@ class MLP(nn.Module):
 
     def forward_cached(self, x: torch.Tensor) -> ForwardCache:
         """Forward pass that keeps every layer's input and pre-activation (no autograd graph)."""
-        self._check_input(x)
+        self.check_input(x)
         try:
             with torch.no_grad():
                 inputs, pre = [x], []

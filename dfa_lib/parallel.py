@@ -47,7 +47,7 @@ def run_concurrently(jobs: Sequence[Callable] | Mapping, workers: int = 2, progr
         progress: show a progress bar of the finished runs (finished/total, with the key, or the
             list index, of the last run to finish); it disappears when all have finished.  ``None``
             (the default) shows it only where someone watches (:func:`someone_is_watching`), so that
-            an executed notebook saves no bar.  The jobs' own bars (``train``'s, ``train_seeds``')
+            an executed notebook saves no bar.  The jobs' own bars (``train``'s)
             show beside it unless the jobs pass ``progress=False``, as the chapters do.
 
     Returns:

@@ -1,10 +1,22 @@
-"""Confidence intervals for success rates over many random networks.
+"""Statistics over seeds and runs: a "mean [min, max]" summary and confidence intervals.
 
-Introduced in chapter 8 (``book/08_hebbian.ipynb``); chapter 9 uses them too.
+:func:`spread` is how chapters 3-7, 10 and 11 report a number over several seeds; the Wilson
+interval for success rates over many random networks is introduced in chapter 8
+(``book/08_hebbian.ipynb``) and used in chapter 9 too.
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
+
+
+def spread(values, fmt: str = ".2f") -> str:
+    """``"mean [min, max]"`` of several seeds' values (just the value for one seed), for tables and glue."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 1:
+        return format(float(values.reshape(-1)[0]), fmt)
+    return f"{values.mean():{fmt}} [{values.min():{fmt}}, {values.max():{fmt}}]"
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

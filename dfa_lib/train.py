@@ -6,6 +6,8 @@ Everything a single mini-batch goes through (forward, error, signals, update) is
 layers (chapters 10, 11); this module only prepares the run and loops.  The options cover
 what the seeds did with separate copies of the loop: seed 001's averaged loops
 (:mod:`dfa_lib.averaging`), frozen layers (seed 003), early stopping on a tolerance (seed 001).
+The same loop trains a :class:`~dfa_lib.seeds.SeedBatch`, K networks as one model (chapter 6),
+and keeps one history per network.
 
 Introduced in chapter 1 (``book/01_linear_fa.ipynb``); averaging in chapter 4, frozen
 layers in chapter 6.
@@ -24,14 +26,15 @@ from .checks import check_epochs, check_inputs
 from .data import Data
 from .history import History
 from .losses import check_loss, per_example_loss, per_example_loss_of_scores, predictions_of_scores
-from .metrics import error_rate
+from .metrics import error_rate, error_sum
 from .models import MLP
 from .parallel import wants_progress
 from .rules import BP, FeedbackRule, learning_layers
-from .step import AutogradStep, CompiledStep, EpochSums, Step, TrainingDivergedError
+from .seeds import SeedBatch
+from .step import AutogradStep, CompiledStep, EpochSums, Step, TrainingDivergedError, accumulator_dtype
 from .targets import Targets, gather_rows, prepare_targets
 from .train_checks import (BatchNormInputs, check_data, check_model_carries, check_optimizer, check_rule, check_same_features,
-                           check_scores, check_single_row_batches)
+                           check_scores, check_seed_batch, check_single_row_batches)
 from .update import check_lr, make_updater
 from .utils import flush_denormal
 
@@ -39,15 +42,20 @@ DIVERGENCE_CHECK_STEPS = 200  # read the on-device divergence flag this often (a
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, targets: Targets, loss: str, batch_size: int = 10000) -> tuple:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, targets: Targets, loss: str, batch_size: int = 10000):
     """Mean loss and error of ``model`` on a whole set, in chunks of ``batch_size``, in eval mode.
 
     An :class:`~dfa_lib.models.MLP` returns its output function's values; any other model scores
-    (logits), which the loss turns into probabilities itself (:mod:`dfa_lib.losses`).
+    (logits), which the loss turns into probabilities itself (:mod:`dfa_lib.losses`).  A
+    :class:`~dfa_lib.seeds.SeedBatch` gives a list of K ``(loss, error)`` pairs, one per network.
     """
     was_training = model.training
     model.eval()
     try:
+        if isinstance(model, SeedBatch):
+            losses, errors = _network_sums(model, x, targets, loss, batch_size)
+            norm = (targets.values**2).sum() if targets.kind == "regression" else len(x)
+            return list(zip((losses / len(x)).tolist(), (errors / norm).tolist()))
         out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
@@ -55,6 +63,21 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, targets: Targets, loss: st
         return per_example_loss(loss, out, targets.values).mean().item(), error_rate(out, targets)
     return (per_example_loss_of_scores(loss, out, targets.values).mean().item(),
             error_rate(predictions_of_scores(loss, out), targets))
+
+
+def _network_sums(model: SeedBatch, x: torch.Tensor, targets: Targets, loss: str, batch_size: int) -> tuple:
+    """Per-network sums of the loss and the error over ``x``: two (K,) tensors on ``x``'s device, in
+    :func:`~dfa_lib.step.accumulator_dtype` (float32 on Apple's MPS, which has no float64)."""
+    dtype = accumulator_dtype(x.device)
+    losses = torch.zeros(model.n_nets, dtype=dtype, device=x.device)
+    errors = torch.zeros(model.n_nets, dtype=dtype, device=x.device)
+    for i in range(0, len(x), batch_size):
+        out = model(x[i : i + batch_size])  # (K, rows, n_out): the same rows through every network
+        part = Targets(targets.values[i : i + batch_size].expand_as(out), targets.kind,
+                       None if targets.labels is None else targets.labels[i : i + batch_size], targets.threshold)
+        losses += per_example_loss(loss, out, part.values).sum(-1)
+        errors += error_sum(out, part)
+    return losses, errors
 
 
 def train(
@@ -72,19 +95,31 @@ def train(
     frozen: Sequence[int] = (),
     tol: float | None = None,
     shuffle: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     eval_initial: bool = True,
     kind: str | None = None,
     on_step: Callable | None = None,
     on_epoch: Callable | None = None,
     progress: bool | None = None,
     compile: bool | str = False,
-) -> History:
+) -> History | list[History]:
     """Train ``model`` with ``rule`` on ``data`` and return its :class:`History`.
 
     ``model`` is a :class:`~dfa_lib.models.MLP` or any ``nn.Module`` made of ``nn.Linear`` and
     ``nn.Conv2d`` layers (with activations, pooling, flatten, dropout, batch norm between them)
     that returns scores (logits); see :mod:`dfa_lib.rules.graph`.
+
+    A :class:`~dfa_lib.seeds.SeedBatch` of K networks (chapter 6) trains as one model and gives a
+    list of K histories, one per network; ``rule`` is then one for all of them
+    (:func:`~dfa_lib.seeds.batch_rules`).  Every option means what it means for one network, per
+    network, with these differences: ``generator`` may be a sequence of K generators, one per
+    network (network k's batches are then exactly those ``train(network_k, ..., generator=
+    generators[k])`` draws), or one generator whose order every network shares (the default: K fresh
+    generators, one order each); callbacks receive the list of histories, and ``on_step``'s tensors
+    carry a leading network dimension; ``tol`` stops the batch when every network's training error
+    changed by at most ``tol`` (a network that settles earlier trains on with the others);
+    ``averaging="class"`` is refused (each network's batch would have its own classes), and so is
+    a rule without a fast path.  Each history's ``seconds`` is its share of the joint run.
 
     Args:
         epochs: passes over the training set.
@@ -100,7 +135,8 @@ def train(
             (seed 001's "master error"); ``"class"`` by its per-class means (one row per class present).
         frozen: 1-based indices of (learning) layers that must not change (seed 003 freezes layer 1).
         tol: stop early when the training error changes by at most ``tol`` between epochs.
-        generator: random stream for shuffling (default: a fresh one from torch's global RNG).
+        generator: random stream for shuffling (default: a fresh one from torch's global RNG); a
+            :class:`~dfa_lib.seeds.SeedBatch` also takes one per network (see above).
         kind: force the target kind: ``"classification"``, ``"binary"`` or ``"regression"``; inferred
             when None (``history.target_kind`` records it).  Float targets that look like class codes
             but are read as regression under ``loss="mse"`` give a warning.
@@ -125,7 +161,8 @@ def train(
 
     Raises:
         TrainingDivergedError: outputs, weights or a loss became NaN or infinite, or outputs saturated
-            (names the epoch and steps); its ``history`` holds the epochs completed before.
+            (names the epoch and steps); its ``history`` holds the epochs completed before (a
+            SeedBatch's: the list of every network's history).
         TypeError: a rule class or name in place of a rule (``DFA``, ``"dfa"``: pass ``DFA(model)``), data
             that is not a :class:`~dfa_lib.data.Data` (a ``DataLoader``, a tuple), a model that returns a tuple.
         ValueError: a bad argument or input (each message names the problem: an optimizer built for another
@@ -133,12 +170,13 @@ def train(
             a batch of one row, test examples of another shape, ...); see the README's "When something goes
             wrong".
     """
-    if hasattr(model, "n_nets"):
-        raise TypeError(f"a SeedBatch of {model.n_nets} networks trains with dfa_lib.train_seeds (one generator each)")
+    n_nets = model.n_nets if isinstance(model, SeedBatch) else None
     check_rule(rule)
     check_model_carries(model, rule)
     check_data(data)
     check_loss(loss, getattr(model, "output_name", None))  # an output the loss cannot take
+    if n_nets is not None:
+        check_seed_batch(model, rule, averaging)
     layers = model.layers if isinstance(model, MLP) else learning_layers(model)
     bad = [l for l in frozen if not 1 <= l <= len(layers)]
     if bad:
@@ -183,15 +221,27 @@ def train(
             optimizer = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=lr)
         frozen_params = [p for l in frozen for p in layers[l - 1].parameters()]
         step = AutogradStep(model, rule, loss, optimizer, reduction, frozen_params, on_step)
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-    history = History(rule=getattr(rule, "name", type(rule).__name__), target_kind=t_train.kind)
+    generators = _generators(generator, n_nets)  # here, after the step is built, as ever: the same random draws
+    name = getattr(rule, "name", type(rule).__name__)
+    histories = [History(rule=name, target_kind=t_train.kind) for _ in range(n_nets or 1)]
+    result = histories if n_nets else histories[0]  # what train returns, callbacks and errors carry
+    run_name = f"{name} ({n_nets} seeds)" if n_nets else name
     error_norm = (t_train.values**2).sum().item() if t_train.kind == "regression" else n
 
+    def per_network(evaluated) -> list:
+        """evaluate()'s pairs as a list of one (loss, error) pair per network."""
+        return evaluated if n_nets else [evaluated]
+
+    def log(ep: int, train_pairs: list) -> None:
+        for h, on_train, on_test in zip(histories, train_pairs, per_network(evaluate(model, x_test, t_test, loss))):
+            h.log(ep, on_train, on_test)
+
     def diverged(message: str) -> TrainingDivergedError:
-        history.stopped_early = f"diverged: {message}"
-        return TrainingDivergedError(f"{history.rule}: {message}; lower the learning rate or the feedback scale "
-                                     "(err.history holds the epochs completed before)", history)
+        for h in histories:
+            h.stopped_early = f"diverged: {message}"
+        held = "each network's history of the epochs" if n_nets else "the epochs"
+        return TrainingDivergedError(f"{run_name}: {message}; lower the learning rate or the feedback scale "
+                                     f"(err.history holds {held} completed before)", result)
 
     def check(sums: EpochSums, ep: int, first: int, last: int) -> None:
         problem = sums.diverged(model, min(last * bs, n))
@@ -204,43 +254,84 @@ def train(
     # flushing them to zero changes no result that matters and keeps epochs fast.
     with flush_denormal():
         start = time.perf_counter()
-        progress_bar = _ProgressBar(history.rule, epochs, steps_per_epoch, wants_progress(progress))
+        progress_bar = _ProgressBar(run_name, epochs, steps_per_epoch, wants_progress(progress))
         tick, tick_every = progress_bar.tick, progress_bar.every
         try:
             if eval_initial:
-                history.log(0, evaluate(model, x_train, t_train, loss), evaluate(model, x_test, t_test, loss))
+                log(0, per_network(evaluate(model, x_train, t_train, loss)))
             for ep in range(1, epochs + 1):
-                order = _shuffled_rows(n, generator, device) if shuffle else torch.arange(n, device=device)
-                sums, checked = EpochSums(device), 0
+                order = _epoch_order(n, generators, n_nets, shuffle, device)
+                sums, checked = EpochSums(device, nets=(n_nets,) if n_nets else ()), 0
                 model.train()
                 for k, i in enumerate(range(0, n, bs), start=1):
-                    idx = order[i : i + bs]
-                    step(gather_rows(x_train, idx), t_train.rows(idx), sums, (history, ep, k))
+                    idx = order[..., i : i + bs]
+                    step(gather_rows(x_train, idx), t_train.rows(idx), sums, (result, ep, k))
                     if k % tick_every == 0:
                         tick(tick_every)
                     if k % DIVERGENCE_CHECK_STEPS == 0:
                         check(sums, ep, checked + 1, k)
                         checked = k
                 check(sums, ep, checked + 1, k)
-                history.log(ep, (sums.loss.item() / n, sums.errors.item() / error_norm),
-                            evaluate(model, x_test, t_test, loss))
-                if not math.isfinite(history.test_loss[-1]):
-                    raise diverged(f"the test loss became infinite or NaN at epoch {ep}, after its last step, {k} "
-                                   "(the outputs grew too large for the loss to be represented)")
+                if n_nets:
+                    log(ep, list(zip((sums.loss / n).tolist(), (sums.errors / error_norm).tolist())))
+                else:
+                    log(ep, [(sums.loss.item() / n, sums.errors.item() / error_norm)])
+                infinite = [j for j, h in enumerate(histories) if not math.isfinite(h.test_loss[-1])]
+                if infinite:
+                    which = f" (network {infinite[0]})" if n_nets else ""
+                    raise diverged(f"the test loss became infinite or NaN{which} at epoch {ep}, after its last step, "
+                                   f"{k} (the outputs grew too large for the loss to be represented)")
                 if on_epoch is not None:
-                    on_epoch(history, ep, model)
-                progress_bar.epoch_done(ep, epochs, history.test_error[-1])
-                if tol is not None and ep >= 2 and len(history.train_error) >= 2:
-                    change = abs(history.train_error[-1] - history.train_error[-2])
-                    if change <= tol:
-                        history.stopped_early = f"epoch {ep}: training error changed by {change:.3g} <= tol {tol}"
+                    on_epoch(result, ep, model)
+                test_errors = [h.test_error[-1] for h in histories]
+                progress_bar.epoch_done(ep, epochs, sum(test_errors) / len(test_errors))
+                if tol is not None and ep >= 2 and len(histories[0].train_error) >= 2:
+                    changes = [abs(h.train_error[-1] - h.train_error[-2]) for h in histories]
+                    if max(changes) <= tol:
+                        every = " (every network of the batch changed by at most tol)" if n_nets else ""
+                        for h, change in zip(histories, changes):
+                            h.stopped_early = f"epoch {ep}: training error changed by {change:.3g} <= tol {tol}{every}"
                         break
         except KeyboardInterrupt:
-            _note_interruption(history, ep, epochs)
+            _note_interruption(histories, run_name, ep, epochs)
         finally:
             progress_bar.close()
-            history.seconds = time.perf_counter() - start
-    return history
+            seconds = time.perf_counter() - start
+            for h in histories:
+                h.seconds = seconds / len(histories)  # a batched network's share of the joint run
+    return result
+
+
+def _generators(generator, n_nets: int | None) -> list:
+    """The shuffling streams of a run: one for one network; for a SeedBatch of ``n_nets`` networks, one
+    per network, or a single one whose order they share.  None draws fresh ones from torch's global RNG."""
+    if generator is None:
+        return [torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item())) for _ in range(n_nets or 1)]
+    if isinstance(generator, torch.Generator):
+        return [generator]
+    if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator) for g in generator):
+        raise TypeError(f"generator must be a torch.Generator (or, for a SeedBatch, a list of them), "
+                        f"got {type(generator).__name__}")
+    if n_nets is None:
+        raise ValueError(f"generator: one network shuffles with one torch.Generator, got a sequence of "
+                         f"{len(generator)}; a sequence of generators (one per network) is for a SeedBatch")
+    if len(generator) != n_nets:
+        raise ValueError(f"generator: a SeedBatch of {n_nets} networks needs one generator per network "
+                         f"({n_nets}) or a single one they share, got {len(generator)}")
+    return list(generator)
+
+
+def _epoch_order(n: int, generators: list, n_nets: int | None, shuffle: bool, device: torch.device) -> torch.Tensor:
+    """The rows of one epoch in training order: (n,) for one network, (K, n) for a SeedBatch (a shared
+    order, unshuffled or from a single generator, is the same row of K)."""
+    if not shuffle:
+        order = torch.arange(n, device=device)
+        return order if n_nets is None else order.expand(n_nets, n)
+    if n_nets is None:
+        return _shuffled_rows(n, generators[0], device)
+    if len(generators) == 1:
+        return _shuffled_rows(n, generators[0], device).expand(n_nets, n)
+    return _shuffled_orders(generators, n, device)
 
 
 def _shuffled_rows(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -249,13 +340,20 @@ def _shuffled_rows(n: int, generator: torch.Generator, device: torch.device) -> 
     return torch.randperm(n, generator=generator, device=generator.device).to(device)
 
 
-def _note_interruption(history: History, ep: int, epochs: int) -> None:
-    """Stopped by the reader (KeyboardInterrupt): keep the history of the epochs completed, and say so."""
-    done = history.epoch[-1] if history.epoch else 0
+def _shuffled_orders(generators: Sequence[torch.Generator], n: int, device: torch.device) -> torch.Tensor:
+    """(K, n): each network's random order of the ``n`` training rows, drawn by its own generator where
+    that generator lives (the order ``train`` draws with it for that network alone), then moved to ``device``."""
+    return torch.stack([_shuffled_rows(n, g, device) for g in generators])
+
+
+def _note_interruption(histories: list, name: str, ep: int, epochs: int) -> None:
+    """Stopped by the reader (KeyboardInterrupt): keep the histories of the epochs completed, and say so."""
+    done = histories[0].epoch[-1] if histories[0].epoch else 0
     where = "before the first epoch" if ep == 0 else f"in epoch {ep} of {epochs}"
-    history.stopped_early = (f"interrupted {where} (KeyboardInterrupt): the history holds the epochs up to {done}; "
-                             "the model keeps the weights it had when stopped")
-    warnings.warn(f"{history.rule}: training {history.stopped_early}. train() returns this partial history; in a "
+    for h in histories:
+        h.stopped_early = (f"interrupted {where} (KeyboardInterrupt): the history holds the epochs up to {done}; "
+                           "the model keeps the weights it had when stopped")
+    warnings.warn(f"{name}: training {histories[0].stopped_early}. train() returns this partial history; in a "
                   "loop of runs the loop goes on with its next run (stop it with `if history.interrupted: break`, "
                   "or press stop again)", UserWarning, stacklevel=3)
 
@@ -265,7 +363,7 @@ def _probe(model: torch.nn.Module, x: torch.Tensor, loss: str) -> tuple[int, dic
     errors for inputs the model cannot take and outputs train cannot use), and how many values per channel each
     batch-norm layer sees for one example (:func:`dfa_lib.train_checks.check_single_row_batches`)."""
     if isinstance(model, MLP):
-        model._check_input(x)
+        model.check_input(x)
         return model.sizes[-1], {}
     was_training = model.training
     model.eval()

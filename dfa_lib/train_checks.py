@@ -10,7 +10,8 @@ weights silently stay where they are), and names it in the user's terms with the
   wants scores (a final ``nn.Softmax``);
 - :func:`check_optimizer`: an optimizer built for another model (a stale notebook cell), or
   one that lacks the rule's own learning weights (Kolen-Pollack's feedback weights);
-- :func:`check_single_row_batches`: batch norm meeting a training batch of one row.
+- :func:`check_single_row_batches`: batch norm meeting a training batch of one row;
+- :func:`check_seed_batch`: what a :class:`~dfa_lib.seeds.SeedBatch` cannot train with.
 
 Like :mod:`dfa_lib.checks`, nothing here runs inside the training loop, so a valid run
 computes exactly what it did without them.  The autograd path they guard is chapter 10's.
@@ -24,6 +25,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from .rules import RULES, FeedbackRule, rule_of
+from .seeds import SeedBatch
 
 _DATA_FIELDS = ("x_train", "y_train", "x_test", "y_test")
 _BUILD_DATA = "build one with dfa_lib.Data(x_train, y_train, x_test, y_test) from tensors or numpy arrays"
@@ -183,3 +185,23 @@ def _batch_size_without_single_row(n: int, batch_size: int) -> int:
             if 2 <= b <= n and n % b != 1:
                 return b
     return n
+
+
+def check_seed_batch(model: SeedBatch, rule: FeedbackRule, averaging: str) -> None:
+    """K networks trained as one (chapter 6) need the MLP fast path, feedback stacked one per network,
+    and batches that average the same way in every network."""
+    K = model.n_nets
+    if not rule.uses_fast_path(model):
+        raise ValueError(f"a SeedBatch trains on the MLP fast path of BP, FA, DFA and shallow learning; {rule.name} "
+                         "as given trains through autograd hooks: build the batch's rule with dfa_lib.batch_rules from "
+                         "each network's own rule, or train each network with train")
+    unstacked = [(name, tuple(b.shape)) for name, b in rule.named_buffers() if b.dim() < 3 or b.shape[0] != K]
+    if unstacked:
+        name, shape = unstacked[0]
+        raise ValueError(f"{rule.name}'s feedback {name!r} has shape {shape}, "
+                         f"not one matrix per network of the SeedBatch ({K}, ...): build the rule with "
+                         "dfa_lib.batch_rules([rule_1, ..., rule_K]) from each network's own rule")
+    if averaging == "class":
+        raise ValueError("averaging='class' cannot train a SeedBatch: each network's batch holds its own classes, so "
+                         "the per-class means would differ in number between networks; train each network with "
+                         "train(network, ..., averaging='class')")

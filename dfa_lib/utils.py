@@ -60,7 +60,7 @@ def flush_denormal():
     """Flush subnormal floats to zero for the duration of a run (where the CPU supports it).
 
     Zero-initialised DFA nets produce subnormal floats that are ~10x slower on CPUs; flushing
-    them changes no result that matters (used by :func:`dfa_lib.train` and :func:`dfa_lib.seeds.train_seeds`).
+    them changes no result that matters (used by :func:`dfa_lib.train`).
     """
     supported = torch.set_flush_denormal(True)
     try:

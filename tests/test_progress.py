@@ -1,4 +1,4 @@
-"""Progress bars of run_concurrently and train_seeds: shown where someone watches, never saved into an
+"""Progress bars of run_concurrently and of train on a SeedBatch: shown where someone watches, never saved into an
 executed notebook.
 
 A chapter executed by Jupyter Book, ``jupyter nbconvert --execute`` or nbval would keep a tqdm bar for
@@ -49,11 +49,11 @@ def test_outside_jupyter_a_terminal_is_watched_a_file_or_pipe_is_not(monkeypatch
 
 NOTEBOOK_CELL = """
 import copy, torch
-from dfa_lib import BP, MLP, Data, SeedBatch, run_concurrently, train_seeds
+from dfa_lib import BP, MLP, Data, SeedBatch, run_concurrently, train
 x = torch.randn(400, 12); y = x[:, :4].argmax(1)
 model = MLP([12, 16, 4])
-histories = train_seeds(SeedBatch([model, copy.deepcopy(model)]), BP(), Data(x, y, x, y),
-                        generators=[torch.Generator(), torch.Generator()], epochs=2, batch_size=8)
+histories = train(SeedBatch([model, copy.deepcopy(model)]), BP(), Data(x, y, x, y),
+                  generator=[torch.Generator(), torch.Generator()], epochs=2, batch_size=8)
 done = run_concurrently({("run", k): (lambda k=k: k * k) for k in range(3)})
 print(len(histories), done[("run", 2)])
 """
