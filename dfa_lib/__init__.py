@@ -16,15 +16,13 @@ built on a model puts hooks on its layers.  ``rule_of(model)`` says which rule a
 from .data import Data, MNISTNotFoundError, linear_teacher, load_mnist, logic_gate
 from .losses import output_error, per_example_loss
 from .metrics import (
-    accuracy,
     alignment,
+    alignment_each_epoch,
     alignment_angles,
     alignment_from_cache,
     angle_degrees,
     confusion_matrix,
     error_rate,
-    normalized_squared_error,
-    record_alignment,
 )
 from .models import MLP, ForwardCache
 from .parallel import run_concurrently
@@ -59,10 +57,10 @@ __version__ = "0.1.0"
 __all__ = [
     "BP", "DFA", "FA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP", "FeedbackRule", "make_rule",
     "rule_of", "detach",
-    "init_feedback", "nokland_scale", "learning_layers", "alignment", "record_alignment",
+    "init_feedback", "nokland_scale", "learning_layers", "alignment", "alignment_each_epoch",
     "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
-    "accuracy", "error_rate", "normalized_squared_error", "confusion_matrix", "angle_degrees",
+    "error_rate", "confusion_matrix", "angle_degrees",
     "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",
     "seed_everything", "get_device", "SeedBatch", "batch_rules", "spread", "run_concurrently",
 ]

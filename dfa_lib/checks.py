@@ -8,7 +8,7 @@ error from deep inside torch (or no error at all):
 - :func:`check_epochs`: any integral number of epochs (``numpy.int64`` included).
 - :func:`check_inputs`: empty train or test sets; NaN or infinite input rows.
 - :class:`FeedbackChecks`: the feedback matrices of FA and DFA keep their shapes when set
-  as attributes, and a ``state_dict`` only loads into a rule of the sizes it was drawn for.
+  as attributes (the rule checks its own buffers), and a ``state_dict`` only loads into a rule of the sizes it was drawn for.
 - :func:`check_generator`: a rule's ``generator`` argument is a ``torch.Generator`` (or None).
 
 Labels are checked and converted in :mod:`dfa_lib.targets`; output/loss pairs in
@@ -76,46 +76,26 @@ def check_generator(generator) -> None:
 
 
 class FeedbackChecks:
-    """Mixin for rules whose feedback matrices are module buffers (FA's ``B1, B2, ...``, DFA's ``B``).
+    """Mixin for rules whose feedback matrices are module buffers (FA and DFA).
 
-    * Assigning a buffer directly (``rule.B = ...``) goes through the same shape check as
-      ``set_feedback``; reading ``rule.B`` is untouched (no cost in the training loop).
+    * Assigning a buffer directly (``rule.B = ...``) goes through the rule's own check,
+      ``check_feedback_buffer(name, value)``, which raises for a matrix that does not fit (the rule
+      knows what its buffers hold); reading ``rule.B`` is untouched (no cost in the training loop).
     * ``state_dict()`` records the layout the matrices were drawn for (the network's sizes and
       the feedback shapes), and ``load_state_dict()`` refuses a rule of another layout before
       copying anything: DFA keeps every hidden layer's matrix in one stacked buffer, so two
       networks whose hidden widths add up to the same total would otherwise swap rows between
       layers silently.
 
-    Needs ``name``, ``expected_shapes()`` and ``_shape_meaning(l)`` on the class; uses
-    ``sizes`` (and ``block_shapes``) where the rule has them.
+    Needs ``name``, ``expected_shapes()`` and ``check_feedback_buffer(name, value)`` on the class;
+    uses ``sizes`` (and ``block_shapes``) where the rule has them.
     """
 
     def __setattr__(self, name, value):
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
-            self._check_feedback_assignment(name, value)
+            self.check_feedback_buffer(name, value)
         super().__setattr__(name, value)
-
-    def _check_feedback_assignment(self, name: str, value) -> None:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
-        got = shape if shape is not None else type(value).__name__
-        shapes = [tuple(s) for s in self.expected_shapes()]
-        if name == "B":  # DFA: every hidden layer's matrix, stacked row-wise
-            hidden = [s[0] for s in shapes]
-            expected = (sum(hidden), shapes[0][1])
-            if shape != expected:
-                raise ValueError(
-                    f"{self.name}.B stacks the feedback matrices of all hidden layers row-wise and must have shape "
-                    f"{expected} = (sum of the hidden widths {hidden}, width of the output); got {got}. To set one "
-                    f"matrix per hidden layer, use rule.set_feedback([...]) with shapes {shapes}"
-                )
-            return
-        l = int(name[1:])  # FA: B1, B2, ...
-        if shape != shapes[l - 1]:
-            raise ValueError(
-                f"{self.name} feedback matrix for hidden layer {l} must have shape {shapes[l - 1]} = "
-                f"{self._shape_meaning(l)}; got {got}"
-            )
 
     def _feedback_layout(self) -> dict:
         sizes, blocks = getattr(self, "sizes", None), getattr(self, "block_shapes", None)

@@ -1,6 +1,6 @@
 """Error rates, confusion matrices and alignment angles.
 
-Introduced in chapter 1 (normalised error, angles) and chapter 3 (confusion matrix);
+Introduced in chapter 1 (error rates, angles) and chapter 3 (confusion matrix);
 the layer-by-layer alignment study is chapter 7.
 """
 from __future__ import annotations
@@ -40,16 +40,6 @@ def wrong_count(out: torch.Tensor, targets: Targets) -> torch.Tensor:
         return (out.argmax(-1) != targets.labels).sum(-1)
     t = targets.threshold
     return ((out > t) != (targets.values > t)).any(-1).sum(-1)
-
-
-def accuracy(out: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of rows whose argmax equals the class index in ``labels``."""
-    return (out.argmax(1) == labels).float().mean().item()
-
-
-def normalized_squared_error(out: torch.Tensor, target: torch.Tensor) -> float:
-    """``||y_hat - y||^2 / ||y||^2`` over the whole set (chapter 1's held-out error)."""
-    return (((out - target) ** 2).sum() / (target**2).sum()).item()
 
 
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -189,7 +179,9 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     def angle(a, b):
         return 90.0 if a is None or b is None else angle_degrees(a, b)
 
-    weights = rule.feedback_weights() or [None] * (len(graph.layers) - 1)
+    # a backward weight that stands in for W, in W's own layout (the angle reads the same in any common layout)
+    weights = ([B.transpose(0, 1) for B in rule.feedback] if rule.feedback_stands_for_weights
+               else [None] * (len(graph.layers) - 1))
     return {
         "signal": [angle(s, b) for s, b in zip(signals, bp_signals)],
         "update": [angle(u, b) for u, b in zip(updates, bp_updates)],
@@ -288,10 +280,11 @@ def _sum(a: torch.Tensor | None, b: torch.Tensor | None):
     return a if b is None else a + b
 
 
-def record_alignment(rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
-                     key: str = "alignment"):
+def alignment_each_epoch(rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
+                         key: str = "alignment"):
     """An ``on_epoch`` callback for :func:`dfa_lib.train` that appends :func:`alignment` on ``(x, y)``
-    to ``history.records[key]`` after every epoch (chapter 10)."""
+    to ``history.records[key]`` after every epoch (chapter 10; chapter 7 records its angles every few
+    steps with an ``on_step`` callback of its own)."""
 
     def on_epoch(history, epoch, model):
         history.record(key, alignment(model, rule, x, y, loss))

@@ -28,14 +28,13 @@ it lives, as :func:`dfa_lib.train` does.  Introduced in chapter 6.
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from .models import MLP
-from .rules import BP, DFA, FA, FeedbackRule, Shallow
+from .rules import FeedbackRule
 
 
 class SeedLinear(nn.Module):
@@ -122,14 +121,4 @@ def batch_rules(rules: Sequence[FeedbackRule]) -> FeedbackRule:
     kind = type(rules[0])
     if not rules or any(type(r) is not kind for r in rules):
         raise ValueError("batch_rules needs one rule per network, all of the same kind")
-    if kind in (BP, Shallow):
-        return kind()
-    if kind not in (FA, DFA) or any(r.graph is not None for r in rules):
-        raise ValueError(f"seeds train as one batched model with the MLP fast path of BP, FA, DFA and shallow "
-                         f"learning; {kind.__name__} trains each seed with dfa_lib.train")
-    batched = copy.deepcopy(rules[0])
-    batched.detach()  # the copy brought a copy of network 0 along and would stay hooked on it
-    names = [name for name, _ in rules[0].named_buffers()]
-    for name in names:  # register_buffer replaces the buffer without the single-network shape check
-        batched.register_buffer(name, torch.stack([getattr(r, name) for r in rules]))
-    return batched
+    return kind.batched(rules)  # the rule class knows how its matrices batch (FeedbackRule.batched)

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from .models import MLP
-from .rules import BP, DFA, FA, FeedbackRule, Shallow
+from .rules import FeedbackRule
 
 
 def _block_diag(mats: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -67,18 +67,7 @@ def _stack_rules(big: MLP, rules: list) -> FeedbackRule:
     kind = type(rules[0])
     if any(type(r) is not kind for r in rules):
         raise ValueError("all stacked rules must be of the same kind")
-    if kind in (BP, Shallow):
-        return kind()
-    if kind is DFA:
-        rule = DFA(big, dist="uniform", scale=0.0)
-        per_layer = zip(*(r.feedback for r in rules))
-    elif kind is FA:
-        rule = FA(big, dist="uniform", scale=0.0)
-        per_layer = zip(*(r.feedback for r in rules))
-    else:
-        raise ValueError(f"cannot stack rules of type {kind.__name__}")
-    rule.set_feedback([_block_diag(mats) for mats in per_layer])
-    return rule
+    return kind.stacked(big, rules)  # the rule class knows how its matrices stack (FeedbackRule.stacked)
 
 
 def unstack(big: MLP, n_models: int) -> list:

@@ -29,7 +29,7 @@ from .losses import check_loss, per_example_loss, per_example_loss_of_scores, pr
 from .metrics import error_rate, error_sum
 from .models import MLP
 from .parallel import wants_progress
-from .rules import BP, FeedbackRule, learning_layers
+from .rules import FeedbackRule, learning_layers
 from .seeds import SeedBatch
 from .step import AutogradStep, CompiledStep, EpochSums, Step, TrainingDivergedError, accumulator_dtype
 from .targets import Targets, gather_rows, prepare_targets
@@ -212,7 +212,7 @@ def train(
                              f"{rule.name} on {type(model).__name__} trains through autograd hooks")
         if averaging != "none":
             raise ValueError(f"averaging={averaging!r} needs an MLP and a rule with a fast path (BP, FA, DFA, shallow)")
-        if rule.graph is None and not isinstance(rule, BP):
+        if rule.graph is None and rule.needs_hooks:
             rule.attach(model)
         if rule.graph is not None and rule.graph.layers != list(layers):
             raise ValueError(f"{rule.name} is attached to another model: build the rule for the model you train")

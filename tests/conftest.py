@@ -33,8 +33,7 @@ def fa_with_forward_weights(model: nn.Module):
     from dfa_lib.rules import learning_layers
 
     rule = FA(model)
-    rule.set_feedback([l.weight.detach().T if isinstance(l, nn.Linear) else l.weight.detach()
-                       for l in learning_layers(model)[1:]])
+    rule.set_feedback([l.weight.detach().transpose(0, 1) for l in learning_layers(model)[1:]])
     return rule
 
 

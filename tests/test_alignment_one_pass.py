@@ -169,3 +169,17 @@ def test_alignment_measures_a_rule_built_on_an_mlp():
     rule.set_feedback([model.layers[1].weight.detach().T.clone()])  # B = W^T: exactly BP
     angles = alignment(model, rule, torch.randn(16, 6), torch.randint(0, 3, (16,)))
     assert angles["signal"][0] < 1e-6 and angles["update"][0] < 1e-6
+
+
+def test_alignment_each_epoch_records_the_angles_after_every_epoch():
+    from dfa_lib import alignment_each_epoch, train
+    from dfa_lib.data import Data
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    rule = FA(model, generator=torch.Generator().manual_seed(1))
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    history = train(model, rule, Data(x, y, x, y), epochs=2, batch_size=8, lr=0.1, loss="ce", progress=False,
+                    on_epoch=alignment_each_epoch(rule, x, y, loss="ce", key="angles"))
+    assert len(history.records["angles"]) == 2
+    assert history.records["angles"][-1] == alignment(model, rule, x, y, loss="ce")

@@ -51,7 +51,7 @@ def test_fa_with_b_equal_to_w_is_bp_on_a_conv_net():
     reference = grads(model, x, y)  # before the rule's hooks go on
     rule = FA(model)
     layers = learning_layers(model)
-    rule.set_feedback([l.weight.detach().T if isinstance(l, nn.Linear) else l.weight.detach() for l in layers[1:]])
+    rule.set_feedback([l.weight.detach().transpose(0, 1) for l in layers[1:]])
     assert_same(grads(model, x, y, rule), reference)
 
 
@@ -80,16 +80,16 @@ def test_usf_with_unit_magnitudes_is_bp():
 def test_frsf_is_fixed_and_brsf_redraws_its_magnitudes_every_batch():
     model, (x, y) = lenet(), batch()
     fr = FRSF(model, generator=torch.Generator().manual_seed(0))
-    before = fr.feedback_weights()[0].clone()
+    before = fr.feedback[0].clone()
     grads(model, x, y, fr)
-    assert torch.equal(fr.feedback_weights()[0], before)
+    assert torch.equal(fr.feedback[0], before)
     fr.detach()
     br = BRSF(model, generator=torch.Generator().manual_seed(0))
     first = grads(model, x, y, br)[0]
     second = grads(model, x, y, br)[0]
     assert not torch.allclose(first, second)  # same weights and batch, new magnitudes
-    for B, layer in zip(br.feedback_weights(), learning_layers(model)[1:]):
-        assert torch.equal(B.sign(), layer.weight.sign())
+    for B, layer in zip(br.feedback, learning_layers(model)[1:]):
+        assert torch.equal(B.sign(), layer.weight.transpose(0, 1).sign())
 
 
 @pytest.mark.parametrize("Rule,output,loss", [(DFA, "softmax", "ce"), (FA, "sigmoid", "bce"), (BP, "sigmoid", "bce"),
@@ -228,11 +228,11 @@ def test_kolen_pollack_gives_b_w_s_gradient_and_b_converges_to_w():
     rule = KolenPollack(model, weight_decay=0.05, generator=torch.Generator().manual_seed(1))
     x, y = batch(64, image=False)
     grads(model, x, y, rule)
-    for B, layer in zip(rule.backward, learning_layers(model)[1:]):
+    for B, layer in zip(rule.feedback_parameters, learning_layers(model)[1:]):
         decayed_w_grad = layer.weight.grad - 0.05 * layer.weight.detach()
         torch.testing.assert_close(B.grad - 0.05 * B.detach(), decayed_w_grad)
     start = alignment(model, rule, x, y)["weight"]
-    gaps = [(layer.weight - B).detach().clone() for B, layer in zip(rule.backward, learning_layers(model)[1:])]
+    gaps = [(layer.weight - B).detach().clone() for B, layer in zip(rule.feedback_parameters, learning_layers(model)[1:])]
     teacher = torch.randn(7, 3, generator=torch.Generator().manual_seed(9))
     opt = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=0.5)
     for step in range(400):
@@ -241,7 +241,7 @@ def test_kolen_pollack_gives_b_w_s_gradient_and_b_converges_to_w():
         F.cross_entropy(model(xb), (xb @ teacher).argmax(1)).backward()
         opt.step()
     # the same gradient for W and B: their difference only decays, by (1 - lr * weight_decay) a step
-    for gap, B, layer in zip(gaps, rule.backward, learning_layers(model)[1:]):
+    for gap, B, layer in zip(gaps, rule.feedback_parameters, learning_layers(model)[1:]):
         torch.testing.assert_close(layer.weight - B, gap * (1 - 0.5 * 0.05) ** 400, rtol=1e-6, atol=1e-12)
     end = alignment(model, rule, x, y)["weight"]
     assert min(start) > 60 and max(end) < 5, (start, end)
@@ -251,7 +251,7 @@ def test_alignment_of_bp_equivalents_is_zero_and_of_random_feedback_is_not():
     model, (x, y) = lenet(), batch()
     rule = FA(model)
     layers = learning_layers(model)
-    rule.set_feedback([l.weight.detach().T if isinstance(l, nn.Linear) else l.weight.detach() for l in layers[1:]])
+    rule.set_feedback([l.weight.detach().transpose(0, 1) for l in layers[1:]])
     a = alignment(model, rule, x, y)
     assert max(a["signal"] + a["update"] + a["weight"]) < 1e-5
     rule.detach()
@@ -313,7 +313,7 @@ def test_a_model_with_its_rule_survives_a_save_and_load(Rule, tmp_path):
     model2, rule2 = torch.load(tmp_path / "run.pt", weights_only=False)
     assert_same(grads(model2, x, y, rule2), before)
     if Rule is KolenPollack:  # the gradient hooks are back, once
-        B, w = rule2.backward[0], learning_layers(model2)[1].weight
+        B, w = rule2.feedback_parameters[0], learning_layers(model2)[1].weight
         torch.testing.assert_close(B.grad - rule2.weight_decay * B.detach(), w.grad - rule2.weight_decay * w.detach())
 
 
@@ -323,7 +323,7 @@ def test_kolen_pollack_with_decoupled_decay_under_adamw_shrinks_the_gap_by_the_d
     model = nn.Sequential(nn.Linear(7, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
     rule = KolenPollack(model, weight_decay=0.0, generator=torch.Generator().manual_seed(1))
     layers = learning_layers(model)[1:]
-    gaps = [(layer.weight - B).detach().clone() for B, layer in zip(rule.backward, layers)]
+    gaps = [(layer.weight - B).detach().clone() for B, layer in zip(rule.feedback_parameters, layers)]
     lr, decay, steps = 1e-2, 2.0, 50
     opt = torch.optim.AdamW(list(model.parameters()) + list(rule.parameters()), lr=lr, weight_decay=decay)
     teacher = torch.randn(7, 3, generator=torch.Generator().manual_seed(9))
@@ -332,5 +332,5 @@ def test_kolen_pollack_with_decoupled_decay_under_adamw_shrinks_the_gap_by_the_d
         opt.zero_grad()
         F.cross_entropy(model(xb), (xb @ teacher).argmax(1)).backward()
         opt.step()
-    for gap, B, layer in zip(gaps, rule.backward, layers):
+    for gap, B, layer in zip(gaps, rule.feedback_parameters, layers):
         torch.testing.assert_close(layer.weight - B, gap * (1 - lr * decay) ** steps, rtol=1e-6, atol=1e-12)

@@ -211,13 +211,13 @@ def test_kolen_pollack_s_optimizer_keeps_training_b_after_model_double():
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
     rule = KolenPollack(model)
     opt = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=0.1)
-    B = rule.backward[0]
+    B = rule.feedback_parameters[0]
     model.double()
     before = B.detach().clone()
     opt.zero_grad()
     F.cross_entropy(model(torch.randn(4, 5, dtype=torch.float64)), torch.tensor([0, 1, 2, 0])).backward()
     opt.step()
-    assert rule.backward[0] is B and B.dtype == torch.float64
+    assert rule.feedback_parameters[0] is B and B.dtype == torch.float64
     assert not torch.equal(B.detach(), before.double())  # the optimizer still holds the rule's B
 
 

@@ -105,7 +105,7 @@ def test_kp_correct_loops_raise_nothing_frozen_layer_lr_zero_eval_forward_and_ac
 def test_kp_accumulated_backward_calls_give_b_its_own_decay_and_never_w(decay):
     model = two_layers(torch.float64)
     rule = KolenPollack(model, weight_decay=decay, generator=torch.Generator().manual_seed(3))
-    (B,) = rule.backward
+    (B,) = rule.feedback_parameters
     x, y = data(8, torch.float64)
     W1, W2 = model[0].weight, model[2].weight
     parts = [kp_gradients_by_hand(model, B, x[:4], y[:4], decay), kp_gradients_by_hand(model, B, x[4:], y[4:], decay)]
@@ -125,7 +125,7 @@ def test_kp_detached_and_attached_again_still_teaches_b():
     rule = KolenPollack(model, weight_decay=decay, generator=torch.Generator().manual_seed(3))
     rule.detach()
     rule.attach(model)
-    (B,) = rule.backward
+    (B,) = rule.feedback_parameters
     x, y = data(8, torch.float64)
     g1, g2 = kp_gradients_by_hand(model, B, x, y, decay)
     half_squared_error(model(x), y).backward()
@@ -228,9 +228,9 @@ def test_fa_and_dfa_on_the_mlp_keep_the_papers_feedback():
 def test_usf_scales_sign_w_like_biotorch():
     model = three_layers()
     rule = USF(model)
-    for B, layer in zip(rule.feedback_weights(), [model[2], model[4]]):
+    for B, layer in zip(rule.feedback, [model[2], model[4]]):
         fan_out, fan_in = layer.weight.shape
-        torch.testing.assert_close(B, math.sqrt(2 / (fan_in + fan_out)) * layer.weight.detach().sign())
+        torch.testing.assert_close(B, math.sqrt(2 / (fan_in + fan_out)) * layer.weight.detach().T.sign())
 
 
 def test_frsf_magnitudes_are_biotorchs_xavier_uniform_in_absolute_value():
@@ -238,7 +238,7 @@ def test_frsf_magnitudes_are_biotorchs_xavier_uniform_in_absolute_value():
     rule = FRSF(model, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(4)
     R1 = ((torch.rand(5, 6, generator=g) * 2 - 1) * xavier(6, 5)).abs()
-    torch.testing.assert_close(rule.feedback_weights()[0], R1 * model[2].weight.detach().sign(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(rule.feedback[0], (R1 * model[2].weight.detach().sign()).T, rtol=0, atol=1e-7)
 
 
 def test_brsf_redraws_magnitudes_within_biotorchs_range():
@@ -246,7 +246,7 @@ def test_brsf_redraws_magnitudes_within_biotorchs_range():
     rule = BRSF(model, generator=torch.Generator().manual_seed(4))
     x, y = data()
     model(x)
-    B = rule.feedback_weights()[1]  # layer 3: W of shape (3, 5)
+    B = rule.feedback[1]  # layer 3: W of shape (3, 5), B of W^T's (5, 3)
     assert 0 < B.abs().max() <= xavier(5, 3)
 
 

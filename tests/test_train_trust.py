@@ -144,9 +144,9 @@ def test_kolen_pollack_with_both_sets_of_weights_in_the_optimizer_trains_its_fee
     model = net()
     rule = KolenPollack(model)
     opt = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=0.1)
-    before = rule.backward[0].detach().clone()
+    before = rule.feedback_parameters[0].detach().clone()
     quiet(model, rule, small(), epochs=1, optimizer=opt, loss="ce")
-    assert not torch.equal(rule.backward[0].detach(), before)
+    assert not torch.equal(rule.feedback_parameters[0].detach(), before)
 
 
 def test_a_model_ending_in_softmax_under_cross_entropy_is_refused():

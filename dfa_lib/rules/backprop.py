@@ -5,7 +5,7 @@ rule is measured against, shallow learning the baseline that trains the output l
 """
 from __future__ import annotations
 
-from .base import FeedbackRule, check_path, refuse_a_second_rule, times_derivative
+from .base import FeedbackRule, check_common_arguments, refuse_a_second_rule, times_derivative
 
 
 class BP(FeedbackRule):
@@ -15,15 +15,17 @@ class BP(FeedbackRule):
     autograd: the rule puts no hooks on it (``BP(model, path="autograd")`` attaches hooks that
     change nothing, which is how the tests check the autograd machinery against autograd itself).
     ``BP(model)`` refuses a model that carries another rule's hooks, which would train it instead
-    (take them off with :func:`dfa_lib.detach`; chapter 10).
+    (take them off with :func:`dfa_lib.detach`; chapter 10).  ``generator`` and ``example_input``
+    are checked and unused (BP draws nothing), so every rule can be built the same way.
     """
 
     name = "BP"
     has_fast_path = True
+    needs_hooks = False
 
-    def __init__(self, model=None, path: str = "auto"):
+    def __init__(self, model=None, path: str = "auto", generator=None, example_input=None):
         super().__init__()
-        check_path(path)
+        check_common_arguments(generator, example_input, path)
         if path == "autograd":
             self.forced_autograd = True
             self.attach(model)
@@ -40,22 +42,40 @@ class BP(FeedbackRule):
             deltas.insert(0, times_derivative(model, cache, l, back))
         return deltas
 
+    @classmethod
+    def batched(cls, rules):
+        return cls()
+
+    @classmethod
+    def stacked(cls, big, rules):
+        return cls()
+
 
 class Shallow(FeedbackRule):
     """Shallow learning: only the output layer learns (Lillicrap et al.'s baseline).
 
     On any model, an MLP included, the graph is cut at every learning layer's input and nothing
     is sent back, so only the last learning layer gets a gradient.  ``Shallow()`` without a model
-    is for :func:`dfa_lib.train` on an MLP (its fast path needs no hooks).
+    is for :func:`dfa_lib.train` on an MLP (its fast path needs no hooks).  ``generator`` and
+    ``example_input`` are checked and unused (shallow learning draws nothing).
     """
 
     name = "shallow"
     has_fast_path = True
 
-    def __init__(self, model=None, path: str = "auto"):
+    def __init__(self, model=None, path: str = "auto", generator=None, example_input=None):
         super().__init__()
+        check_common_arguments(generator, example_input, path)
         if model is not None:
             self._choose_path(model, path)
 
     def signals(self, model, cache, e):
         return [None] * model.n_hidden + [e]
+
+    @classmethod
+    def batched(cls, rules):
+        return cls()
+
+    @classmethod
+    def stacked(cls, big, rules):
+        return cls()

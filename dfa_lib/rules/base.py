@@ -21,8 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..checks import check_generator
 from ..models import MLP, ForwardCache
-from .graph import RuleGraph, _PreHook
+from .graph import RuleGraph, _PreHook, _check_example_input
 
 PATHS = ("auto", "autograd")
 
@@ -40,6 +41,13 @@ def times_derivative(model: MLP, cache: ForwardCache, l: int, p: torch.Tensor) -
 
 class FeedbackRule(nn.Module):
     """Base class: a rule maps the output error to a teaching signal for every layer.
+
+    Every subclass is built as ``Rule(model, generator=None, example_input=None, path="auto", ...)``
+    plus its own keywords (the package docstring, :mod:`dfa_lib.rules`, lists the common ones), and
+    lists its feedback matrices as :attr:`feedback`, one per hidden block, in ONE layout for every
+    rule and layer kind: ``feedback[l-1]`` stands where BP has ``W_{l+1}.transpose(0, 1)``, its first
+    axis the block receiving the signal (n_l, or C_l for a conv layer), its second the signal's source
+    (n_{l+1}, C_{l+1} or n_out).
 
     Args of subclasses' constructors: ``path="auto"`` lets :func:`dfa_lib.train` take the MLP fast
     path for a :class:`~dfa_lib.models.MLP` when the rule has one, the autograd path otherwise;
@@ -62,6 +70,8 @@ class FeedbackRule(nn.Module):
 
     name = "rule"
     has_fast_path = False  # True where signals() is implemented
+    needs_hooks = True  # False for BP, which is plain autograd: dfa_lib.train puts no hooks on a model for it
+    feedback_stands_for_weights = False  # True where feedback[l-1] replaces W_{l+1}^T (FA, sign symmetry, KP)
     forced_autograd = False  # path="autograd": dfa_lib.train applies the rule through its hooks on an MLP too
     _attached_to_mlp = False
 
@@ -148,10 +158,25 @@ class FeedbackRule(nn.Module):
     def observe_target(self, y: torch.Tensor, scale: float | None = None) -> None:
         """Show the rule the batch's targets (only DRTP uses them); ``scale`` defaults to 1/batch."""
 
-    def feedback_weights(self) -> list:
-        """The backward weight of every learning layer after the first, in the layer's weight shape
-        (``None`` where the rule has none, e.g. DFA): BioTorch's weight-alignment measure compares them with W."""
+    @property
+    def feedback(self) -> list:
+        """The feedback matrices, one per hidden block, in the layout of the class docstring
+        (``[]`` for a rule without any: BP, shallow learning)."""
         return []
+
+    # ---------------------------------------------------------------- many networks as one (chapter 2)
+    @classmethod
+    def batched(cls, rules: list) -> "FeedbackRule":
+        """One rule for a :class:`~dfa_lib.seeds.SeedBatch` of the networks ``rules`` (all of this class)
+        were built for: what :func:`dfa_lib.seeds.batch_rules` returns."""
+        raise ValueError(f"seeds train as one batched model with the MLP fast path of BP, FA, DFA and shallow "
+                         f"learning; {cls.__name__} trains each seed with dfa_lib.train")
+
+    @classmethod
+    def stacked(cls, big: MLP, rules: list) -> "FeedbackRule":
+        """One rule for ``big``, the block-diagonal stack of the networks ``rules`` (all of this class) were
+        built for: what :func:`dfa_lib.stack.stack` returns."""
+        raise ValueError(f"cannot stack rules of type {cls.__name__}")
 
     def extra_repr(self) -> str:
         return f"attached to {self._attachment()}" if self.hooks is not None else "not attached to a model"
@@ -165,6 +190,15 @@ class FeedbackRule(nn.Module):
 def check_path(path: str) -> None:
     if path not in PATHS:
         raise ValueError(f"path must be 'auto' or 'autograd', got {path!r}")
+
+
+def check_common_arguments(generator=None, example_input=None, path: str = "auto") -> None:
+    """Check the keywords every rule's constructor takes, also where the rule does not use them
+    (BP draws nothing, FA needs no example input): a wrong one is named where it was passed."""
+    check_generator(generator)
+    check_path(path)
+    if example_input is not None:
+        _check_example_input(example_input)
 
 
 def _attached_rules(model: nn.Module) -> list:

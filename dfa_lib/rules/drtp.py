@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .base import check_path
 from .random_feedback import DFA, Scale
 
 
@@ -35,14 +36,17 @@ class DRTP(DFA):
         generator: a ``torch.Generator`` that makes the draw reproducible (on the CPU or on the
             model's device); default None: torch's global random stream of the model's device.
         example_input: one input row (``x[:1]``), needed when the model has conv layers; default None.
+        path: ``"auto"`` or ``"autograd"``, the same here: DRTP always trains through autograd.
     """
 
     name = "DRTP"
     has_fast_path = False
 
     def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale = 1.0,
-                 generator: torch.Generator | None = None, example_input: torch.Tensor | None = None):
+                 generator: torch.Generator | None = None, example_input: torch.Tensor | None = None,
+                 path: str = "auto"):
         """Draw DRTP's feedback matrix for ``model`` and attach the rule (see the class docstring)."""
+        check_path(path)
         super().__init__(model, dist, scale, generator, "autograd", example_input)
         self._target = None
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 LEARNING_LAYERS = (nn.Linear, nn.Conv2d)
 LOCAL_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm)
@@ -124,13 +123,6 @@ def _asymmetric_same_input_gradient(layer, weight, g, input_shape, totals) -> to
     grad = torch.nn.grad.conv2d_input(padded, weight, g, 1, 0, layer.dilation, layer.groups)
     h, w = input_shape[2:]
     return grad[:, :, before[0]:before[0] + h, before[1]:before[1] + w]
-
-
-def forward_with(layer: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The layer's linear map (no bias) applied with ``weight``: used to check shapes and by tests."""
-    if isinstance(layer, nn.Linear):
-        return F.linear(x, weight)
-    return F.conv2d(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
 class _Tap(torch.autograd.Function):

@@ -10,8 +10,10 @@ same update, each with weight decay::
 
 so ``W - B`` shrinks by ``(1 - eta * lambda)`` every step and B converges to W: the transport
 problem solved by local information (each synapse of B sees the same pre- and post-synaptic
-activity as its W twin).  ``B`` are parameters of the rule; :func:`dfa_lib.train` adds them to
-its optimizer, in your own loop pass ``list(model.parameters()) + list(rule.parameters())``.
+activity as its W twin).  ``B`` are parameters of the rule, ``rule.feedback_parameters``, in W's
+own layout (``rule.feedback`` shows them in every rule's common layout, ``W^T``'s: :mod:`dfa_lib.rules`);
+:func:`dfa_lib.train` adds them to its optimizer, in your own loop pass
+``list(model.parameters()) + list(rule.parameters())``.
 The decay is part of the rule (added to both gradients), so any optimizer applies it; with plain
 SGD the gap then shrinks by ``(1 - lr * weight_decay)`` a step.  An adaptive optimizer (Adam)
 scales ``G + lambda W`` and ``G + lambda B`` differently, so the gap no longer just decays: there,
@@ -24,8 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..checks import check_generator
-from .base import FeedbackRule
+from .base import FeedbackRule, check_common_arguments
 from .graph import input_gradient, learning_layers
 from .random_feedback import Scale, fan_in_scale, init_feedback
 
@@ -61,7 +62,7 @@ class _MirrorGradient:
         rule, decay = self.rule, self.rule.weight_decay
         if self.k > 0:
             g, w_grad_was_cleared = rule._pending.pop(self.k, (None, False))
-            B = rule.backward[self.k - 1]
+            B = rule.feedback_parameters[self.k - 1]
             if g is not None and B.requires_grad:  # a B frozen on purpose stays as it is (FA)
                 if w_grad_was_cleared and B.grad is not None:
                     raise RuntimeError(
@@ -93,7 +94,8 @@ def _accumulate(B: nn.Parameter, g: torch.Tensor, decay: float) -> None:
 class KolenPollack(FeedbackRule):
     """Kolen-Pollack: ``B`` gets W's gradient, both decay with ``weight_decay`` (Akrout et al. 2019).
 
-    The backward weights ``B`` are parameters of the rule: give them to the optimizer,
+    The backward weights ``B`` are parameters of the rule (``rule.feedback_parameters``, one per
+    learning layer after the first, in the layer's weight shape): give them to the optimizer,
     ``list(model.parameters()) + list(rule.parameters())`` (:func:`dfa_lib.train` does).  An
     optimizer that holds only the model's weights leaves B fixed, which is FA, not KP: the rule
     notices (W changed or its gradient was cleared while B's was not) and raises an error at the
@@ -113,26 +115,30 @@ class KolenPollack(FeedbackRule):
             ``W^T``-shaped (Linear) or W-shaped (conv) matrix's shape; default :func:`~dfa_lib.rules.fan_in_scale`.
         generator: a ``torch.Generator`` for a reproducible draw (on the CPU or on the model's
             device); default None: torch's global random stream of the model's device.
+        example_input: not needed (checked and ignored, so every rule can be built the same way).
+        path: ``"auto"`` or ``"autograd"``, the same here: Kolen-Pollack always trains through autograd.
     """
 
     name = "KP"
+    feedback_stands_for_weights = True
 
     def __init__(self, model: nn.Module, weight_decay: float = 1e-3, dist: str = "uniform", scale: Scale = fan_in_scale,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, example_input: torch.Tensor | None = None,
+                 path: str = "auto"):
         """Draw the backward weights for ``model`` and attach the rule (see the class docstring)."""
         super().__init__()
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        check_generator(generator)
+        check_common_arguments(generator, example_input, path)
         self.weight_decay = float(weight_decay)
         self.layers = learning_layers(model)
         # B drawn like FA's, stored in W's shape: a Linear layer's W^T-shaped draw is transposed
-        self.backward = nn.ParameterList()
+        self.feedback_parameters = nn.ParameterList()
         for layer in self.layers[1:]:
             w = layer.weight
             shape = (w.shape[1], w.shape[0]) if isinstance(layer, nn.Linear) else tuple(w.shape)
             B = init_feedback(shape, dist, scale, generator, dtype=w.dtype, device=w.device)
-            self.backward.append(nn.Parameter(B.T.contiguous() if isinstance(layer, nn.Linear) else B))
+            self.feedback_parameters.append(nn.Parameter(B.T.contiguous() if isinstance(layer, nn.Linear) else B))
         self._grad_hooks = []
         self._reset_bookkeeping()
         self.attach(model)
@@ -145,8 +151,9 @@ class KolenPollack(FeedbackRule):
         """Put the rule's hooks on ``model``: the forward hooks and the gradient hooks that make B learn."""
         layers = learning_layers(model)
         shapes = [tuple(l.weight.shape) for l in layers[1:]]
-        if shapes != [tuple(B.shape) for B in self.backward]:
-            raise ValueError(f"{self.name}'s backward weights have the shapes {[tuple(B.shape) for B in self.backward]}"
+        if shapes != [tuple(B.shape) for B in self.feedback_parameters]:
+            raise ValueError(f"{self.name}'s backward weights have the shapes "
+                             f"{[tuple(B.shape) for B in self.feedback_parameters]}"
                              f", but this model's weights after the first have {shapes}: build a rule for this model")
         super().attach(model)
         self.layers = layers
@@ -188,7 +195,7 @@ class KolenPollack(FeedbackRule):
         the next backward (W's gradient cleared, B's not) catches the same mistake.
         """
         for k, (w_version, b_version) in self._versions.items():
-            w, B = self.layers[k].weight, self.backward[k - 1]
+            w, B = self.layers[k].weight, self.feedback_parameters[k - 1]
             if w._version != w_version and B._version == b_version and B.grad is not None:
                 raise RuntimeError(
                     f"Kolen-Pollack: W of layer {k + 1} changed since the last backward, but its feedback weight B "
@@ -204,11 +211,24 @@ class KolenPollack(FeedbackRule):
         self._grad_hooks = []
         self._reset_bookkeeping()
 
-    def feedback_weights(self) -> list:
-        return [B.detach() for B in self.backward]
+    @property
+    def feedback(self) -> list:
+        """The learned backward weights in the common layout, ``B.transpose(0, 1)`` (views, no gradient)."""
+        return [B.detach().transpose(0, 1) for B in self.feedback_parameters]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        for key in [k for k in state_dict if k.startswith(prefix + "backward.")]:  # saved before the rename
+            state_dict[prefix + "feedback_parameters." + key[len(prefix + "backward."):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def __setstate__(self, state):
+        modules = state.get("_modules", {})
+        if "backward" in modules:  # pickled before the rename
+            modules["feedback_parameters"] = modules.pop("backward")
+        super().__setstate__(state)
 
     def tap(self, k, graph):
         if k == 0:
             return None, ()
-        layer, x, B = graph.layers[k], graph.inputs[k], self.backward[k - 1].detach()
+        layer, x, B = graph.layers[k], graph.inputs[k], self.feedback_parameters[k - 1].detach()
         return (lambda g: (input_gradient(layer, B, g, x.shape),)), (x,)

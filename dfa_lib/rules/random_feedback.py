@@ -7,8 +7,9 @@ kept as module buffers (so ``state_dict``, ``.to(device)`` and seeding just work
     DFA   delta_l = (e @ B_l^T)           * f'(a_l)    B_l: (n_l, n_out)
 
 DFA forms all hidden signals with ONE matrix product ``e @ [B_1; ...; B_{L-1}]^T`` and never
-runs the backward chain.  On any model (:mod:`.graph`) FA's ``B`` is the backward weight of every
-learning layer after the first (for a conv layer a fixed random kernel of the weight's shape), and
+runs the backward chain.  On any model (:mod:`.graph`) FA's ``B_l`` stands in for ``W_{l+1}^T`` at
+every learning layer after the first (for a conv layer a fixed random kernel in the layout of
+``W_{l+1}.transpose(0, 1)``, the layout of every rule's ``feedback``: :mod:`dfa_lib.rules`), and
 DFA's ``B_l`` maps the output error to block ``l``'s output, whatever its shape (C x H x W after a
 conv block).  FA is introduced in chapter 1, DFA in chapter 2, the feedback
 scales of the seeds and of Nøkland 2016 in chapters 3 and 5, both on any model in chapters 10-11.
@@ -19,6 +20,7 @@ the papers' (FA: U[-0.5, 0.5]; DFA: N(0, 1.9^2)); on any other model they are Bi
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence, Union
 
@@ -28,7 +30,7 @@ import torch.nn as nn
 
 from ..checks import FeedbackChecks, check_generator
 from ..models import MLP
-from .base import FeedbackRule, times_derivative
+from .base import FeedbackRule, check_common_arguments, times_derivative
 from .graph import input_gradient, layer_io_shapes, learning_layers
 
 Scale = Union[float, Callable[[tuple], float]]
@@ -123,7 +125,7 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):
     def __init__(self, model: nn.Module, dist: str | None, scale: Scale | None, generator: torch.Generator | None,
                  path: str = "auto", example_input: torch.Tensor | None = None):
         super().__init__()
-        check_generator(generator)
+        check_common_arguments(generator, example_input, path)
         self.is_mlp = isinstance(model, MLP)
         if self.is_mlp:
             if model.n_hidden == 0:
@@ -161,6 +163,11 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):
         mats = [init_feedback(s, self.dist, self.scale, generator, dtype, device) for s in self.expected_shapes()]
         self._store(mats)
 
+    def check_feedback_buffer(self, name: str, value) -> None:
+        """Raise if ``value`` cannot be buffer ``name`` (``rule.B1 = ...``): :class:`~dfa_lib.checks.FeedbackChecks`
+        asks this on every assignment to a buffer."""
+        raise NotImplementedError
+
     def expected_shapes(self) -> list:
         raise NotImplementedError
 
@@ -197,9 +204,30 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):
         if list(model.sizes) != self.sizes:
             raise ValueError(f"{self.name} was built for sizes {self.sizes}, but the model has sizes {model.sizes}")
 
+    @classmethod
+    def batched(cls, rules):
+        """The K rules' feedback matrices stacked along a leading network dimension (the MLP fast path's
+        matrix products take it as a batch dimension)."""
+        if not cls.has_fast_path or any(r.graph is not None for r in rules):
+            return super().batched(rules)  # refused: the seeds train through the fast path only
+        batched = copy.deepcopy(rules[0])
+        batched.detach()  # the copy brought a copy of network 0 along and would stay hooked on it
+        for name, _ in rules[0].named_buffers():  # register_buffer skips the single-network shape check
+            batched.register_buffer(name, torch.stack([getattr(r, name) for r in rules]))
+        return batched
+
+    @classmethod
+    def stacked(cls, big, rules):
+        """Block-diagonal feedback matrices, so that each hidden unit of the stack hears only its own network."""
+        if not cls.has_fast_path:
+            return super().stacked(big, rules)
+        rule = cls(big, dist="uniform", scale=0.0)
+        rule.set_feedback([torch.block_diag(*mats) for mats in zip(*(r.feedback for r in rules))])
+        return rule
+
 
 def fan_in_scale(shape: tuple) -> float:
-    """1/sqrt(fan-in) of a backward weight stored as W^T (Linear) or in W's shape (conv): PyTorch's default range."""
+    """1/sqrt(fan-in) of a backward weight drawn as W^T (Linear) or in W's shape (conv): PyTorch's default range."""
     fan_in = shape[1] if len(shape) == 2 else math.prod(shape[1:])
     return 1.0 / math.sqrt(fan_in)
 
@@ -207,9 +235,10 @@ def fan_in_scale(shape: tuple) -> float:
 class FA(RandomFeedback):
     """Feedback alignment (Lillicrap et al. 2016): a fixed random B_l replaces W_{l+1}^T.
 
-    ``feedback[l-1]`` has the shape of ``W_{l+1}^T``: (n_l, n_{l+1}) for a Linear layer, and the
-    shape of the weight itself for a conv layer (the kernel used in place of W when the signal is
-    sent down).  Setting each to the (transposed) next forward weight gives exactly backpropagation.
+    ``feedback[l-1]`` (buffer ``B{l}``) stands in for ``W_{l+1}.transpose(0, 1)``, in its layout:
+    (n_l, n_{l+1}) = ``W_{l+1}^T`` for a Linear layer, (C_l, C_{l+1}, kh, kw) for a conv layer (the
+    kernel used in place of W when the signal is sent down, its channel axes swapped).  Setting each
+    to ``W_{l+1}.transpose(0, 1)`` (``rule.set_feedback``) gives exactly backpropagation, for either kind.
 
     Defaults: on an :class:`~dfa_lib.models.MLP`, U[-0.5, 0.5] (Lillicrap et al.'s range, chapter 1).
     On any other model, Xavier's uniform range U[-b, b] with ``b = sqrt(6 / (fan_in + fan_out))``
@@ -223,17 +252,20 @@ class FA(RandomFeedback):
             layers are ``nn.Linear``/``nn.Conv2d`` (at least two of them).
         dist: ``"uniform"`` (default) for U[-scale, scale] or ``"normal"`` for N(0, scale^2).
         scale: the range (uniform) or standard deviation (normal): a number, or a function of
-            the matrix shape returning one.  Default None: 0.5 on an MLP; on any other model
-            :func:`xavier_bound` for uniform, :func:`xavier_std` for normal.
+            the shape the matrix is drawn in returning one (``W^T``'s for a Linear layer, the
+            kernel's own for a conv layer, whose channel axes are swapped after the draw).  Default
+            None: 0.5 on an MLP; on any other model :func:`xavier_bound` for uniform,
+            :func:`xavier_std` for normal.
         generator: a ``torch.Generator`` that makes the draw reproducible (on the CPU or on the
             model's device; the matrices end up on the model's device either way).  Default None:
             torch's global random stream of the model's device.
         path: ``"auto"`` (default) takes the MLP fast path for an :class:`~dfa_lib.models.MLP` and
             the autograd hooks for any other model; ``"autograd"`` forces the hooks (chapter 10).
-        example_input: not needed by FA (accepted so every rule can be built the same way).
+        example_input: not needed by FA (checked and ignored, so every rule can be built the same way).
     """
 
     name = "FA"
+    feedback_stands_for_weights = True
 
     def __init__(self, model: nn.Module, dist: str = "uniform", scale: Scale | None = None,
                  generator: torch.Generator | None = None, path: str = "auto",
@@ -242,24 +274,61 @@ class FA(RandomFeedback):
         super().__init__(model, dist, scale, generator, path, example_input)
 
     def expected_shapes(self):
-        return [(s[1], s[0]) if kind == "Linear" else s
-                for kind, s in zip(self.layer_kinds[1:], self.weight_shapes[1:])]
+        return [(s[1], s[0], *s[2:]) for s in self.weight_shapes[1:]]  # the shape of W.transpose(0, 1)
+
+    def _draw(self, generator, dtype, device) -> None:
+        mats = []
+        for kind, s in zip(self.layer_kinds[1:], self.weight_shapes[1:]):
+            if kind == "Linear":
+                mats.append(init_feedback((s[1], s[0]), self.dist, self.scale, generator, dtype, device))
+            else:  # drawn in the kernel's own layout, as it always was (the same numbers), then laid out as W^T
+                B = init_feedback(s, self.dist, self.scale, generator, dtype, device)
+                mats.append(B.transpose(0, 1).contiguous())
+        self._store(mats)
 
     def _shape_meaning(self, l):
         if self.layer_kinds[l] == "Conv2d":
-            return f"the shape of conv layer {l + 1}'s weight"
+            return f"conv layer {l + 1}'s weight with its channel axes swapped, W_{l + 1}.transpose(0, 1)"
         return f"(width of layer {l}, width of layer {l + 1}), the shape of W_{l + 1}^T"
+
+    def check_feedback_buffer(self, name, value):
+        l = int(name[1:])  # B1, B2, ...: hidden block l's matrix
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        expected = tuple(self.expected_shapes()[l - 1])
+        if shape != expected:
+            got = shape if shape is not None else type(value).__name__
+            raise ValueError(f"{self.name} feedback matrix for hidden layer {l} must have shape {expected} = "
+                             f"{self._shape_meaning(l)}; got {got}")
 
     def _store(self, mats):
         for l, m in enumerate(mats, start=1):
             self.register_buffer(f"B{l}", m)
+        self.conv_feedback_layout = "W^T"  # a conv layer's matrix swapped its channel axes when this was set
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        saved = state_dict.get(prefix + "_extra_state")
+        kernel_layout = [[s[1], s[0]] if kind == "Linear" else list(s)
+                         for kind, s in zip(self.layer_kinds[1:], self.weight_shapes[1:])]
+        now = [list(s) for s in self.expected_shapes()]
+        if isinstance(saved, dict) and saved.get("feedback_shapes") == kernel_layout != now:
+            # saved when a conv layer's matrix was kept in the kernel's own layout: lay it out as W^T
+            for l, kind in enumerate(self.layer_kinds[1:], start=1):
+                if kind != "Linear" and prefix + f"B{l}" in state_dict:
+                    state_dict[prefix + f"B{l}"] = state_dict[prefix + f"B{l}"].transpose(0, 1).contiguous()
+            state_dict[prefix + "_extra_state"] = dict(saved, feedback_shapes=now)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def __setstate__(self, state):
+        if "conv_feedback_layout" not in state:  # pickled when a conv layer's matrix was in the kernel's own layout
+            state["conv_feedback_layout"] = "W^T"
+            for l, kind in enumerate(state.get("layer_kinds", [])[1:], start=1):
+                if kind != "Linear":
+                    state["_buffers"][f"B{l}"] = state["_buffers"][f"B{l}"].transpose(0, 1).contiguous()
+        super().__setstate__(state)
 
     @property
     def feedback(self) -> list:
         return [getattr(self, f"B{l}") for l in range(1, len(self.layer_kinds))]
-
-    def feedback_weights(self) -> list:
-        return [B.T if kind == "Linear" else B for kind, B in zip(self.layer_kinds[1:], self.feedback)]
 
     def signals(self, model, cache, e):
         self._check_model(model)
@@ -272,7 +341,9 @@ class FA(RandomFeedback):
         if k == 0:
             return None, ()
         layer, x = graph.layers[k], graph.inputs[k]
-        B = self.feedback_weights()[k - 1]
+        B = self.feedback[k - 1].transpose(0, 1)  # in W's own layout, which the layer's backward takes
+        if self.layer_kinds[k] != "Linear":
+            B = B.contiguous()
         return (lambda g: (input_gradient(layer, B, g, x.shape),)), (x,)
 
 
@@ -331,15 +402,24 @@ class DFA(RandomFeedback):
     def _shape_meaning(self, l):
         return f"(width of hidden layer {l}, width of the output)"
 
+    def check_feedback_buffer(self, name, value):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        shapes = [tuple(s) for s in self.expected_shapes()]
+        hidden = [s[0] for s in shapes]
+        expected = (sum(hidden), shapes[0][1])  # every hidden layer's matrix, stacked row-wise
+        if shape != expected:
+            got = shape if shape is not None else type(value).__name__
+            raise ValueError(
+                f"{self.name}.B stacks the feedback matrices of all hidden layers row-wise and must have shape "
+                f"{expected} = (sum of the hidden widths {hidden}, width of the output); got {got}. To set one "
+                f"matrix per hidden layer, use rule.set_feedback([...]) with shapes {shapes}")
+
     def _store(self, mats):
         self.register_buffer("B", torch.cat(mats, dim=-2))
 
     @property
     def feedback(self) -> list:
         return list(torch.split(self.B, self.block_sizes, dim=-2))
-
-    def feedback_weights(self) -> list:
-        return [None] * len(self.block_shapes)
 
     def signals(self, model, cache, e):
         self._check_model(model)

@@ -26,8 +26,7 @@ from typing import Callable, Union
 import torch
 import torch.nn as nn
 
-from ..checks import check_generator
-from .base import FeedbackRule
+from .base import FeedbackRule, check_common_arguments
 from .graph import input_gradient, learning_layers
 from .random_feedback import random_tensor, xavier_bound
 
@@ -35,14 +34,20 @@ Bound = Union[float, Callable[[tuple], float]]
 
 
 class SignSymmetry(FeedbackRule):
-    """Shared machinery: the backward weight of layer k is ``magnitude_k * sign(W_k)``."""
+    """Shared machinery: the backward weight of layer k is ``magnitude_k * sign(W_k)``.
+
+    ``rule.feedback`` lists them in every rule's common layout (:mod:`dfa_lib.rules`),
+    ``(magnitude_k * sign(W_k)).transpose(0, 1)``, recomputed from the current W at each call.
+    """
 
     magnitudes = "uniform"  # "uniform" (uSF), "fixed" (frSF) or "batch" (brSF)
+    feedback_stands_for_weights = True
 
-    def __init__(self, model: nn.Module, generator: torch.Generator | None = None, scale: Bound | None = None):
+    def __init__(self, model: nn.Module, generator: torch.Generator | None = None, scale: Bound | None = None,
+                 example_input: torch.Tensor | None = None, path: str = "auto"):
         """Attach the rule to ``model`` (see the class docstring for the arguments)."""
         super().__init__()
-        check_generator(generator)
+        check_common_arguments(generator, example_input, path)
         self.generator = generator
         layers = learning_layers(model)
         self.layers = layers  # plain references to the model's layers (a list: not submodules of the rule)
@@ -74,19 +79,21 @@ class SignSymmetry(FeedbackRule):
         else:  # a generator on another device: draw there, then copy
             R.copy_(self._random_magnitudes(k, R.dtype, R.device))
 
-    def backward_weight(self, k: int) -> torch.Tensor:
+    def _backward_weight(self, k: int) -> torch.Tensor:
+        """Learning layer k's backward weight in W's own layout, which the layer's backward takes."""
         sign = self.layers[k].weight.detach().sign()
         if self.magnitudes == "uniform":
             return sign * (self.bounds[k] / math.sqrt(3.0))
         return getattr(self, f"R{k}") * sign
 
-    def feedback_weights(self) -> list:
-        return [self.backward_weight(k) for k in range(1, len(self.layers))]
+    @property
+    def feedback(self) -> list:
+        return [self._backward_weight(k).transpose(0, 1) for k in range(1, len(self.layers))]
 
     def tap(self, k, graph):
         if k == 0:
             return None, ()
-        layer, x, B = graph.layers[k], graph.inputs[k], self.backward_weight(k)
+        layer, x, B = graph.layers[k], graph.inputs[k], self._backward_weight(k)
         return (lambda g: (input_gradient(layer, B, g, x.shape),)), (x,)
 
 
@@ -102,6 +109,8 @@ Args:
         :func:`~dfa_lib.rules.random_feedback.xavier_bound`, BioTorch's default.  uSF with
         ``scale=math.sqrt(3)`` gives the unscaled ``B = sign(W)`` of Liao et al.'s equations;
         ``scale=fan_in_scale`` the range of PyTorch's own initialisation (BioTorch's ``"init": "kaiming"``).
+    example_input: not needed (checked and ignored, so every rule can be built the same way).
+    path: ``"auto"`` or ``"autograd"``, the same here: sign symmetry always trains through autograd.
 """
 
 
@@ -117,7 +126,7 @@ class USF(SignSymmetry):
 
     Default ``b = sqrt(6 / (fan_in + fan_out))`` of each layer's weight, so ``B`` has the standard
     deviation of Xavier's initialisation, exactly as BioTorch's uSF (default ``"init": "xavier"``).
-    uSF draws nothing: ``generator`` is accepted so every rule is built the same way.
+    uSF draws nothing: ``generator`` is checked and unused, so every rule is built the same way.
     """
 
     name = "uSF"
