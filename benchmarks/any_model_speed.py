@@ -54,6 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfa_lib import DFA, FA, USF, load_mnist, train
+from timing import sync  # benchmarks/ is on the path when a benchmark runs
 
 BATCH = 64
 TARGET = 0.9  # DFA / torch BP, both models
@@ -66,12 +67,6 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     if OPTIMIZER == "sgd":
         return torch.optim.SGD(model.parameters(), lr=0.01)
     return torch.optim.Adam(model.parameters(), lr=1e-3, fused=OPTIMIZER == "adam-fused")
-
-
-def sync() -> None:
-    """Wait for queued GPU work before reading the clock (a no-op on the CPU)."""
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
 
 
 def make_model(kind: str, seed: int) -> nn.Module:
@@ -150,7 +145,7 @@ def stepper(kind: str, method: str, x, y, seed: int):
             loss = step(order[position : position + BATCH])
             position += BATCH
         loss.item()
-        sync()
+        sync(DEVICE)
 
     return run
 
@@ -158,7 +153,7 @@ def stepper(kind: str, method: str, x, y, seed: int):
 def own_loop_epoch(kind: str, method: str, x, y, seed: int) -> float:
     """Seconds for one epoch of ``method`` in the plain PyTorch loop (``zero_grad; backward; step``)."""
     run = stepper(kind, method, x, y, seed)
-    sync()
+    sync(DEVICE)
     start = time.perf_counter()
     run(math.ceil(len(x) / BATCH))
     return time.perf_counter() - start
@@ -199,11 +194,11 @@ def train_epoch(kind: str, data, seed: int) -> float:
     model = make_model(kind, seed)
     rule = attach("train DFA", model, data.x_train)
     opt = make_optimizer(model)
-    sync()
+    sync(DEVICE)
     start = time.perf_counter()
     train(model, rule, data, epochs=1, batch_size=BATCH, optimizer=opt, loss="ce", eval_initial=False,
           generator=torch.Generator().manual_seed(seed), progress=False)
-    sync()
+    sync(DEVICE)
     return time.perf_counter() - start
 
 

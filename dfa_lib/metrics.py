@@ -108,14 +108,14 @@ def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.T
     default sigmoid output).
     """
     from .losses import check_loss, output_error
-    from .targets import _as_tensor, prepare_targets
+    from .targets import labels_as_tensor, prepare_targets
 
     loss = default_loss(model) if loss is None else loss
     check_loss(loss, model.output_name)
     param = next(model.parameters())
     x = x.to(param.device, param.dtype)  # no copy when they match already
     rule.to(device=param.device, dtype=param.dtype)
-    y = _as_tensor(y).to(param.device)
+    y = labels_as_tensor(y).to(param.device)
     t = prepare_targets(y, model.sizes[-1], loss, len(x), dtype=x.dtype)
     cache = model.forward_cached(x)
     e = output_error(loss, model.output_name, cache.pre[-1], cache.out, t.values)
@@ -147,7 +147,7 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     running statistics) are restored and nothing is written to ``.grad``.  An
     :class:`~dfa_lib.models.MLP` on a fast path uses :func:`alignment_angles`.
     """
-    from .targets import _as_tensor
+    from .targets import labels_as_tensor
 
     graph = rule.hooks  # an MLP's rule carries them too, even where train() takes the fast path
     if graph is None:
@@ -160,7 +160,7 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     param = next(model.parameters())
     x = x.to(param.device, param.dtype)  # no copy when they match already
     rule.to(device=param.device, dtype=param.dtype)
-    y = _as_tensor(y).to(param.device)
+    y = labels_as_tensor(y).to(param.device)
 
     was_active = graph.active
     saved = _ModelState(model)

@@ -60,7 +60,7 @@ def prepare_targets(y, n_out: int, loss: str, n_rows: int, dtype=torch.float32, 
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS} or None (inferred from the targets), got {kind!r}")
-    y = _as_tensor(y)
+    y = labels_as_tensor(y)
     if y.dim() == 0 or y.shape[0] != n_rows:
         got = "a single number" if y.dim() == 0 else f"{y.shape[0]} labels"
         raise ValueError(f"inputs and labels disagree on the number of examples: {n_rows} inputs, {got}")
@@ -118,7 +118,8 @@ def prepare_targets(y, n_out: int, loss: str, n_rows: int, dtype=torch.float32, 
     return Targets(values, "classification", labels=values.argmax(1))
 
 
-def _as_tensor(y) -> torch.Tensor:
+def labels_as_tensor(y) -> torch.Tensor:
+    """Labels or targets as a tensor: a tensor as is, a numpy array copied; anything else is refused by name."""
     if torch.is_tensor(y):
         return y
     if isinstance(y, np.ndarray):

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import fa_with_forward_weights
+from conftest import fa_with_forward_weights, small_convnet, toy_batch
 from dfa_lib import BP, BRSF, DFA, DRTP, FA, FRSF, USF, KolenPollack, Shallow, alignment
 from dfa_lib.rules import learning_layers
 
@@ -24,19 +24,6 @@ pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 def mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(7, 12), nn.Tanh(), nn.Linear(12, 10), nn.Tanh(), nn.Linear(10, 3))
-
-
-def convnet(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                         nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(),
-                         nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3))
-
-
-def batch(n=6, seed=1, image=False):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=g) if image else torch.randn(n, 7, generator=g)
-    return x, torch.randint(0, 3, (n,), generator=g)
 
 
 def angle(a, b):
@@ -80,7 +67,7 @@ def test_fa_with_forward_weights_reads_zero_degrees_under_dropout_in_training_mo
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(7, 32), nn.Tanh(), nn.Dropout(0.5), nn.Linear(32, 32), nn.Tanh(),
                           nn.Dropout(0.5), nn.Linear(32, 3)).train()
-    x, y = batch(64)
+    x, y = toy_batch(64, image=False)
     angles = alignment(model, fa_with_forward_weights(model), x, y, loss="ce")
     assert max(angles["signal"] + angles["update"]) < 1e-6, angles
 
@@ -89,7 +76,7 @@ def test_batch_norm_statistics_and_eval_outputs_are_unchanged_by_measuring():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Tanh(), nn.Flatten(),
                           nn.Linear(3 * 6 * 6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
-    x, y = batch(16, image=True)
+    x, y = toy_batch(16)
     rule = FA(model)
     model.train()
     F.cross_entropy(model(x), y)  # a training step's forward: the statistics are no longer the initial ones
@@ -127,8 +114,8 @@ def build(name, model, x):
 @pytest.mark.parametrize("architecture", ["mlp", "convnet"])
 @pytest.mark.parametrize("name", ["BP", "FA", "DFA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP"])
 def test_angles_are_those_of_the_gradients_the_hooks_give_in_backward(name, architecture):
-    make = mlp if architecture == "mlp" else convnet
-    x, y = batch(6, image=architecture == "convnet")
+    make = mlp if architecture == "mlp" else small_convnet
+    x, y = toy_batch(6, image=architecture == "convnet")
     bp_signals, bp_updates = backward_gradients(make(0), x, y)  # the same weights, no hooks: BP
     model = make(0)
     rule, g = build(name, model, x)
@@ -153,7 +140,7 @@ def test_angles_are_those_of_the_gradients_the_hooks_give_in_backward(name, arch
 def test_float32_batch_is_converted_for_a_float64_model():
     model = mlp()
     rule = FA(model, generator=torch.Generator().manual_seed(3))
-    x, y = batch(8)
+    x, y = toy_batch(8, image=False)
     x32 = x.float()  # a batch straight from a float32 data set
     assert alignment(model, rule, x32, y, loss="ce") == alignment(model, rule, x32.double(), y, loss="ce")
 
@@ -164,7 +151,7 @@ def test_on_an_mlp_alignment_and_the_fast_path_measure_the_same_updates_by_defau
     torch.manual_seed(0)
     model = MLP([7, 12, 10, 3], output="identity")  # both default to the one loss that takes it, "mse"
     rule = FA(model, path="autograd", generator=torch.Generator().manual_seed(3))
-    x, y = batch(16)
+    x, y = toy_batch(16, image=False)
     hooked = alignment(model, rule, x, y)
     fast = alignment_angles(model, rule, x, y)  # the hand-written signals of chapters 1-7
     assert len(hooked["update"]) == len(fast["update"]) == 2

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import assert_same_gradients as assert_same, gradients as grads, toy_batch as batch
 from dfa_lib import BP, BRSF, DFA, DRTP, FA, FRSF, MLP, USF, Data, KolenPollack, Shallow, alignment, train
 from dfa_lib.rules import learning_layers
 
@@ -26,30 +27,6 @@ def lenet(seed=0):
         nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh()), nn.Flatten(),
         nn.Linear(4 * 2 * 2, 6), nn.Tanh(), nn.Linear(6, 3),
     )
-
-
-def batch(n=5, seed=1, image=True):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=g) if image else torch.randn(n, 7, generator=g)
-    y = torch.randint(0, 3, (n,), generator=g)
-    return x, y
-
-
-def grads(model, x, y, rule=None):
-    """Weight and bias gradients of the mean cross-entropy after one backward pass."""
-    model.zero_grad(set_to_none=True)
-    if rule is not None:
-        rule.observe_target(F.one_hot(y, 3).to(x.dtype))
-    F.cross_entropy(model(x), y).backward()
-    return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
-
-
-def assert_same(a, b, atol=1e-12):
-    assert len(a) == len(b)
-    for i, (p, q) in enumerate(zip(a, b)):
-        assert (p is None) == (q is None), f"parameter {i}: one gradient is missing"
-        if p is not None:
-            torch.testing.assert_close(p, q, rtol=0, atol=atol, msg=f"parameter {i} differs")
 
 
 def test_learning_layers_are_found_in_nested_sequentials_in_order():

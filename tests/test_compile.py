@@ -11,20 +11,14 @@ import warnings
 import pytest
 import torch
 
-from dfa_lib import BP, DFA, MLP, Data, train
+from conftest import noisy_classification
+from dfa_lib import BP, DFA, MLP, train
 from dfa_lib.step import CompiledStep
-
-
-def _toy_data(n_train=256, n_test=64, n_in=20, n_out=4):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train + n_test, n_in, generator=g)
-    y = (x[:, :n_out] + 0.3 * torch.randn(n_train + n_test, n_out, generator=g)).argmax(1)
-    return Data(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 
 
 @pytest.mark.parametrize("rule_name", ["BP", "DFA"])
 def test_compiled_training_gives_the_eager_weights_and_history(rule_name, one_thread):
-    data = _toy_data()
+    data = noisy_classification(n=256, d=20, n_test=64)
     torch.manual_seed(0)
     model = MLP([20, 16, 16, 4], hidden="tanh", output="sigmoid")
     eager, compiled = copy.deepcopy(model), copy.deepcopy(model)
@@ -46,7 +40,7 @@ def test_compiled_training_gives_the_eager_weights_and_history(rule_name, one_th
 
 
 def test_a_step_that_cannot_compile_warns_and_runs_eagerly(one_thread, monkeypatch):
-    data = _toy_data(n_train=64, n_test=16)
+    data = noisy_classification(n=64, d=20, n_test=16)
     torch.manual_seed(0)
     model = MLP([20, 8, 4], hidden="tanh", output="sigmoid")
     eager = copy.deepcopy(model)
@@ -74,7 +68,7 @@ def test_a_step_that_cannot_compile_warns_and_runs_eagerly(one_thread, monkeypat
 
 
 def test_compile_refuses_what_it_cannot_do():
-    data = _toy_data(n_train=64, n_test=16)
+    data = noisy_classification(n=64, d=20, n_test=16)
     model = MLP([20, 8, 4])
     with pytest.raises(ValueError, match="on_step"):
         train(model, BP(), data, epochs=1, compile=True, on_step=lambda *a: None, progress=False)

@@ -1,4 +1,4 @@
-"""Datasets: logic gates, the linear teacher, MNIST from IDX files and the missing-data message."""
+"""Datasets: logic gates, the linear teacher, MNIST from IDX files, and what a missing or broken MNIST file says."""
 import gzip
 import os
 from pathlib import Path
@@ -31,15 +31,28 @@ def test_linear_teacher_is_exactly_linear_and_seeded():
     assert T.abs().max() <= 1
 
 
-def write_idx(path: Path, array: np.ndarray, gz: bool):
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
+    """Writes ``array`` as an IDX file of unsigned bytes, MNIST's format; ``gz``: gzipped.
+
+    ``path`` is the file's full name (``train-images-idx3-ubyte.gz`` or without ``.gz``)."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
     raw = header + array.astype(np.uint8).tobytes()
     if gz:
-        path = path.with_name(path.name + ".gz")
         with gzip.open(path, "wb") as fh:
             fh.write(raw)
     else:
         path.write_bytes(raw)
+    return path
+
+
+def fake_mnist(folder: Path, n_train=6, n_train_labels=6, n_test=4) -> Path:
+    """A folder of the four gzipped MNIST IDX files with random images and labels."""
+    rng = np.random.default_rng(0)
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (n_train, 28, 28)))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, n_train_labels))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (n_test, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n_test))
+    return folder
 
 
 @pytest.mark.parametrize("gz,layout", [(True, ""), (False, "MNIST/raw")])
@@ -51,7 +64,7 @@ def test_mnist_from_a_folder_of_idx_files(tmp_path, gz, layout, monkeypatch):
     labels = np.array([3, 1, 4, 1, 5])
     for stem, arr in [("train-images-idx3-ubyte", imgs), ("train-labels-idx1-ubyte", labels),
                       ("t10k-images-idx3-ubyte", imgs[:2]), ("t10k-labels-idx1-ubyte", labels[:2])]:
-        write_idx(folder / stem, arr, gz)
+        write_idx(folder / (stem + ".gz" if gz else stem), arr, gz)
     monkeypatch.setenv(MNIST_ENV_VAR, str(tmp_path))
     data = load_mnist()
     assert data.x_train.shape == (5, 784) and data.x_train.dtype == torch.float32
@@ -59,6 +72,34 @@ def test_mnist_from_a_folder_of_idx_files(tmp_path, gz, layout, monkeypatch):
     assert torch.allclose(data.x_train[0] * 255, torch.tensor(imgs[0].ravel(), dtype=torch.float32))
     centered = load_mnist(scale="centered")
     assert centered.x_train.min() >= -1 and centered.x_train.max() <= 1
+
+
+def test_mnist_labels_and_images_must_have_the_same_count(tmp_path):
+    data = load_mnist(root=fake_mnist(tmp_path))
+    assert data.x_train.shape == (6, 784) and data.y_test.shape == (4,)
+    (tmp_path / "bad").mkdir()
+    bad = fake_mnist(tmp_path / "bad", n_train_labels=4)  # e.g. the test set's 10 000 labels beside the 60 000 training images
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz and .*train-labels-idx1-ubyte.gz disagree: "
+                                         r"6 images but 4 labels"):
+        load_mnist(root=bad)
+
+
+def test_truncated_gz_names_the_file_and_says_to_download_again(tmp_path):
+    folder = fake_mnist(tmp_path)
+    images = folder / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-40])  # gzip alone raises a bare EOFError
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz is truncated or corrupt.*download it again"):
+        load_mnist(root=folder)
+
+
+def test_truncated_uncompressed_idx_file_too(tmp_path):
+    folder = fake_mnist(tmp_path)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    labels = folder / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.arange(4), gz=False)
+    labels.write_bytes(labels.read_bytes()[:-1])
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte is truncated.*download it again"):
+        load_mnist(root=folder)
 
 
 def test_missing_mnist_says_how_to_get_it(tmp_path, monkeypatch):

@@ -5,25 +5,22 @@ scalar glued as is reprs as ``np.float64(97.46)`` under numpy 2, which myst-nb c
 number: the book build warns and, with ``-W``, fails, but only after every chapter has run.
 This test reads the committed notebooks and fails at once.
 """
-import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-BOOK = Path(__file__).resolve().parents[1] / "book"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from readme_summary import glued_outputs  # noqa: E402
+
+BOOK = ROOT / "book"
 NUMPY_REPR = re.compile(r"^np\.\w+\(")
-
-
-def glued_values(notebook: Path):
-    for cell in json.loads(notebook.read_text())["cells"]:
-        for out in cell.get("outputs", []):
-            record = out.get("metadata", {}).get("scrapbook")
-            if record:
-                yield record["name"], out["data"].get(record["mime_prefix"] + "text/plain", "")
 
 
 @pytest.mark.parametrize("notebook", sorted(BOOK.glob("*.ipynb")), ids=lambda p: p.stem)
 def test_no_glued_value_is_a_numpy_repr(notebook):
-    bad = [f"{name} = {text}" for name, text in glued_values(notebook) if NUMPY_REPR.match(text)]
+    bad = [f"{name} = {text}" for name, text in glued_outputs(notebook) if NUMPY_REPR.match(text)]
     assert not bad, f"glue a Python number (float(x) or x.item()), not a numpy scalar: {bad}"

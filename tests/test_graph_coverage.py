@@ -11,37 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import fa_with_forward_weights
+from conftest import assert_same_gradients, fa_with_forward_weights, gradients, small_convnet, toy_batch
 from dfa_lib import BP, DFA, DRTP, FA, USF, KolenPollack, Shallow
-from dfa_lib.rules import learning_layers
 
 
 pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
-
-
-def grads(model, x, y):
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(model(x), y).backward()
-    return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
-
-
-def assert_same(a, b):
-    assert len(a) == len(b)
-    for i, (p, q) in enumerate(zip(a, b)):
-        assert (p is None) == (q is None), f"parameter {i}: one gradient is missing"
-        if p is not None:
-            torch.testing.assert_close(p, q, rtol=0, atol=1e-12, msg=f"parameter {i} differs")
-
-
-def lenet():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-                         nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(16, 6), nn.Tanh(), nn.Linear(6, 3))
-
-
-def images(n=5, size=8, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 1, size, size, generator=g), torch.randint(0, 3, (n,), generator=g)
 
 
 # ------------------------------------------------------------------ every parameter is accounted for
@@ -112,11 +86,11 @@ def test_a_frozen_embedding_is_ignored_and_the_rest_trains():
     model = TokenClassifier()
     model.embed.requires_grad_(False)
     tokens, y = torch.randint(0, 10, (4, 6), generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
-    reference = grads(model, tokens, y)
+    reference = gradients(model, tokens, y)
     fa_with_forward_weights(model)
-    got = grads(model, tokens, y)
+    got = gradients(model, tokens, y)
     assert got[0] is None
-    assert_same(got, reference)
+    assert_same_gradients(got, reference)
 
 
 def test_bp_with_hooks_still_takes_any_model():
@@ -132,10 +106,10 @@ def test_normalisation_inside_a_block_is_trained_locally(norm):
     tail = nn.LayerNorm(6) if norm == "layer" else nn.BatchNorm1d(6) if norm == "batch" else nn.Identity()
     model = nn.Sequential(nn.Conv2d(1, 4, 3), make(4), nn.Tanh(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(36, 6), tail, nn.Tanh(), nn.Linear(6, 3))
-    x, y = images()
-    reference = grads(model, x, y)
+    x, y = toy_batch()
+    reference = gradients(model, x, y)
     fa_with_forward_weights(model)
-    assert_same(grads(model, x, y), reference)
+    assert_same_gradients(gradients(model, x, y), reference)
 
 
 def test_a_norm_layer_before_the_first_learning_layer_is_refused_at_the_first_forward():
@@ -146,10 +120,10 @@ def test_a_norm_layer_before_the_first_learning_layer_is_refused_at_the_first_fo
     with torch.no_grad():
         model(x)  # evaluation needs no gradient: nothing to check
     with pytest.raises(ValueError, match=r"'0' \(BatchNorm1d\) runs before the first learning layer"):
-        grads(model, x, y)
+        gradients(model, x, y)
     rule.detach()
     BP(model, path="autograd")  # BP does not cut there: the norm layer trains
-    assert grads(model, x, y)[0] is not None
+    assert gradients(model, x, y)[0] is not None
 
 
 # ------------------------------------------------------------------ the model's output is the output layer
@@ -201,13 +175,13 @@ def test_fa_with_b_equal_to_w_is_bp_on_a_conv_with_string_padding(kernel, dilati
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, kernel, padding=padding, dilation=dilation)
     body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), conv, nn.Tanh(), nn.Flatten())
-    x, y = images(size=9)
+    x, y = toy_batch(size=9)
     with torch.no_grad():
         width = body(x[:1]).shape[1]
     model = nn.Sequential(*body, nn.Linear(width, 3))
-    reference = grads(model, x, y)
+    reference = gradients(model, x, y)
     fa_with_forward_weights(model)
-    assert_same(grads(model, x, y), reference)
+    assert_same_gradients(gradients(model, x, y), reference)
 
 
 @pytest.mark.parametrize("Rule", [USF, KolenPollack])
@@ -216,18 +190,18 @@ def test_sign_symmetry_and_kolen_pollack_take_same_padding_with_an_even_kernel(R
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Conv2d(3, 4, 4, padding="same"), nn.Tanh(),
                           nn.Flatten(), nn.Linear(4 * 7 * 7, 3))
     Rule(model)
-    x, y = images(size=9)
-    assert all(g is not None for g in grads(model, x, y))
+    x, y = toy_batch(size=9)
+    assert all(g is not None for g in gradients(model, x, y))
 
 
 # ------------------------------------------------------------------ the rule follows the model's dtype and device
 def test_fa_follows_model_double_called_after_the_rule_was_built():
     torch.set_default_dtype(torch.float32)
-    model = lenet().float()
+    model = small_convnet().float()
     rule = FA(model)
     model.double()
-    x, y = images()
-    grads(model, x.double(), y)
+    x, y = toy_batch()
+    gradients(model, x.double(), y)
     assert all(B.dtype == torch.float64 for B in rule.feedback)
 
 
@@ -250,8 +224,8 @@ def test_kolen_pollack_s_optimizer_keeps_training_b_after_model_double():
 @pytest.mark.parametrize("Rule", [FA, DFA, KolenPollack])
 def test_a_rule_follows_its_model_to_another_device(Rule):
     """PyTorch's meta device stands in for a GPU: no data, but every device check of a real one."""
-    model = lenet()
-    x, y = images()
+    model = small_convnet()
+    x, y = toy_batch()
     rule = Rule(model, example_input=x[:1]) if Rule is DFA else Rule(model)
     model.to("meta")
     F.cross_entropy(model(x.to("meta")), y.to("meta")).backward()
@@ -261,31 +235,31 @@ def test_a_rule_follows_its_model_to_another_device(Rule):
 # ------------------------------------------------------------------ clear errors where the mistake is made
 def test_a_numpy_example_input_is_refused_with_the_fix():
     with pytest.raises(TypeError, match="torch.as_tensor"):
-        DFA(lenet(), example_input=images()[0][:1].numpy())
+        DFA(small_convnet(), example_input=toy_batch()[0][:1].numpy())
 
 
 def test_an_example_input_without_its_batch_dimension_says_x_1_not_x_0():
-    x, _ = images()
+    x, _ = toy_batch()
     with pytest.raises(ValueError, match=r"x\[:1\], not x\[0\]"):
-        DFA(lenet(), example_input=x[0])
+        DFA(small_convnet(), example_input=x[0])
 
 
 def test_a_flattened_image_as_example_input_of_a_conv_net_is_named():
-    x, _ = images()
+    x, _ = toy_batch()
     with pytest.raises(ValueError, match=r"unflattened images \(N, C, H, W\)"):
-        DFA(lenet(), example_input=x[:1].flatten(1))
+        DFA(small_convnet(), example_input=x[:1].flatten(1))
 
 
 def test_a_batch_of_another_image_size_than_the_example_input_is_named():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 4, 3), nn.Tanh(),
                           nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
-    small, _ = images(size=8)
+    small, _ = toy_batch(size=8)
     DFA(model, example_input=small[:1])
-    x, y = images(size=12)
+    x, y = toy_batch(size=12)
     with pytest.raises(ValueError, match=r"received blocks of shape \(3, 12, 12\) per example, but DFA was built "
                                          r"for \(3, 8, 8\)"):
-        grads(model, x, y)
+        gradients(model, x, y)
 
 
 @pytest.mark.parametrize("Rule", [DFA, DRTP])
@@ -309,7 +283,7 @@ def test_fa_on_tokens_gives_backprop_s_gradients_with_b_equal_to_w():
 
     reference = token_grads()
     fa_with_forward_weights(model)
-    assert_same(token_grads(), reference)
+    assert_same_gradients(token_grads(), reference)
 
 
 def test_an_in_place_relu_after_a_layer_trains_with_fa():
@@ -317,9 +291,9 @@ def test_an_in_place_relu_after_a_layer_trains_with_fa():
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True),
                           nn.Linear(8, 3))
     x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
-    reference = grads(model, x, y)
+    reference = gradients(model, x, y)
     fa_with_forward_weights(model)
-    assert_same(grads(model, x, y), reference)
+    assert_same_gradients(gradients(model, x, y), reference)
 
 
 class Shared(nn.Module):

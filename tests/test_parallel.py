@@ -8,15 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dfa_lib import BP, DFA, MLP, USF, Data, train
+from conftest import noisy_classification
+from dfa_lib import BP, DFA, MLP, USF, train
 from dfa_lib.parallel import run_concurrently
-
-
-def task(n=256, d=20, c=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2 * n, d, generator=g)
-    y = (x[:, :c] + 0.3 * torch.randn(2 * n, c, generator=g)).argmax(1)
-    return Data(x[:n], y[:n], x[n:], y[n:])
 
 
 def prepared_runs(data):
@@ -47,7 +41,7 @@ def weights(models):
 
 
 def test_two_workers_give_the_weights_of_one_worker_bit_for_bit():
-    data = task()
+    data = noisy_classification(n=256, d=20)
     jobs, models = prepared_runs(data)
     hist_one = run_concurrently(jobs, workers=1)
     one = weights(models)
@@ -61,7 +55,7 @@ def test_two_workers_give_the_weights_of_one_worker_bit_for_bit():
 
 
 def test_a_job_alone_on_one_thread_matches_run_concurrently():
-    data = task()
+    data = noisy_classification(n=256, d=20)
     jobs, models = prepared_runs(data)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -128,7 +122,7 @@ def test_no_progress_bar_where_nobody_watches(capsys):
 
 
 def test_a_progress_bar_changes_no_weight():
-    data = task()
+    data = noisy_classification(n=256, d=20)
     jobs, models = prepared_runs(data)
     run_concurrently(jobs, workers=1, progress=False)
     quiet = weights(models)

@@ -10,7 +10,8 @@ import importlib
 import pytest
 import torch
 
-from dfa_lib import BP, DFA, FA, MLP, USF, Data, SeedBatch, Shallow, batch_rules, evaluate, spread, train
+from conftest import noisy_classification as task
+from dfa_lib import BP, DFA, FA, MLP, USF, SeedBatch, Shallow, batch_rules, evaluate, spread, train
 
 train_module = importlib.import_module("dfa_lib.train")  # the module; dfa_lib.train is the function
 from dfa_lib.step import TrainingDivergedError, accumulator_dtype
@@ -20,13 +21,6 @@ from dfa_lib.targets import Targets
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     """Small tensors: one thread."""
-
-
-def task(n=192, d=12, c=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2 * n, d, generator=g)
-    y = (x[:, :c] + 0.3 * torch.randn(2 * n, c, generator=g)).argmax(1)
-    return Data(x[:n], y[:n], x[n:], y[n:])
 
 
 def nets_and_rules(kind, seeds, sizes=(12, 16, 16, 4), output="sigmoid", init="default"):

@@ -53,7 +53,7 @@ class _SGDThroughGrad(torch.optim.SGD):
 def _train_pair(make_opt, epochs=3, **kw):
     """The same run twice, once on the fused plain-SGD path and once through .grad."""
     from dfa_lib import train
-    from test_train import small_classification
+    from conftest import small_classification
 
     models = []
     for cls in (torch.optim.SGD, _SGDThroughGrad):
@@ -99,7 +99,7 @@ def test_fused_plain_sgd_follows_param_groups_schedulers_and_frozen_layers():
 
 def test_momentum_sgd_takes_the_gradient_path():
     from dfa_lib import train
-    from test_train import small_classification
+    from conftest import small_classification
 
     model = MLP([6, 8, 3], hidden="tanh", output="sigmoid")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -110,7 +110,7 @@ def test_momentum_sgd_takes_the_gradient_path():
 
 def test_a_bad_learning_rate_is_named():
     from dfa_lib import train
-    from test_train import small_classification
+    from conftest import small_classification
 
     model = MLP([6, 8, 3])
     for lr in (-0.1, float("nan"), "0.1"):

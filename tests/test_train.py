@@ -2,18 +2,12 @@
 import pytest
 import torch
 
+from conftest import small_classification
 from dfa_lib import (
     BP, DFA, FA, MLP, Data, History, TrainingDivergedError, alignment_angles, linear_teacher, logic_gate,
     seed_everything, train,
 )
 from dfa_lib.averaging import group_mean_fn
-
-
-def small_classification(n=64, d=6, c=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2 * n, d, generator=g)
-    y = (x[:, :c] * torch.arange(1, c + 1)).argmax(1)
-    return Data(x[:n], y[:n], x[n:], y[n:])
 
 
 def run(seed=0, epochs=3, **kw):

@@ -6,29 +6,19 @@ rule class passed in place of a rule, a DataLoader in place of Data, a GPU gener
 progress bar that should move during a long epoch.
 """
 import math
-import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 
+from conftest import small_classification as small
 from dfa_lib import (
     BP, DFA, MLP, Data, History, KolenPollack, TrainingDivergedError, linear_teacher, seed_everything, train,
 )
 from dfa_lib.rules import FA
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Tiny tensors: one thread is faster and leaves the shared machine's other core alone."""
-
-
-def small(n=64, d=6, c=3, seed=0, n_test=None):
-    g = torch.Generator().manual_seed(seed)
-    n_test = n if n_test is None else n_test
-    x = torch.randn(n + n_test, d, generator=g)
-    y = (x[:, :c] * torch.arange(1, c + 1)).argmax(1)
-    return Data(x[:n], y[:n], x[n:], y[n:])
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 def net(d=6, h=16, c=3):
@@ -41,7 +31,7 @@ def quiet(model, rule, data, **kw):
     return train(model, rule, data, **kw)
 
 
-# --------------------------------------------------------------------------- 1. divergence and interruption
+# --------------------------------------------------------------------------- divergence and interruption
 def test_mse_run_whose_loss_overflows_while_the_outputs_stay_finite_is_reported():
     """lr=1e4 under squared error: after one epoch the outputs are ~1e20, finite in float32, but their
     squared error is not; the run must not return a history whose test loss is inf."""
@@ -116,7 +106,7 @@ def test_a_run_that_ends_normally_is_not_interrupted():
     assert not history.interrupted and history.stopped_early is None
 
 
-# --------------------------------------------------------------------------- 2. optimizer and output
+# --------------------------------------------------------------------------- optimizer and output
 @pytest.mark.parametrize("kind", ["MLP fast path", "any model through hooks"])
 def test_an_optimizer_built_for_an_earlier_model_is_refused(kind):
     """A notebook cell made the optimizer, then the model was built again: training would change nothing."""
@@ -167,7 +157,7 @@ def test_a_model_ending_in_softmax_under_cross_entropy_is_refused():
         quiet(model, DFA(model), small(), epochs=1, loss="ce")
 
 
-# --------------------------------------------------------------------------- 3. clear errors where the mistake is
+# --------------------------------------------------------------------------- clear errors where the mistake is
 def batch_norm_net():
     return nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
 
@@ -251,7 +241,7 @@ def test_a_model_that_returns_a_tuple_is_named():
         quiet(model, DFA(model), small(), epochs=1, loss="ce")
 
 
-# --------------------------------------------------------------------------- 4. any device
+# --------------------------------------------------------------------------- any device
 def test_epoch_sums_are_float32_on_apple_mps_and_float64_elsewhere():
     """MPS has no float64; the sums keep float64 wherever it exists (the CPU's numbers do not change)."""
     from dfa_lib.step import accumulator_dtype
@@ -295,7 +285,7 @@ def test_a_cuda_generator_shuffles_a_gpu_run():
     assert history.epoch == [0, 1, 2]
 
 
-# --------------------------------------------------------------------------- 5. progress
+# --------------------------------------------------------------------------- progress
 class RecordingBar:
     """Stands in for tqdm: records what train() asks of its progress bar."""
 

@@ -24,18 +24,24 @@ START, END = "<!-- reproduction-summary:start -->", "<!-- reproduction-summary:e
 GLUE = re.compile(r"\{glue:text\}`([^`:]+)::([A-Za-z0-9_]+):([^`]*)`")
 
 
-def glued_values(notebook: Path) -> dict:
-    """``{key: value}`` for every ``myst_nb.glue`` output stored in a notebook."""
-    values = {}
+def glued_outputs(notebook: Path):
+    """``(name, text)`` for every ``myst_nb.glue`` output stored in a notebook, in order: the text is
+    the value's ``text/plain`` repr as myst-nb will read it."""
     for cell in json.loads(notebook.read_text())["cells"]:
         for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name is not None:
-                text = out["data"]["application/papermill.record/text/plain"]
-                try:
-                    values[name] = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    values[name] = text
+            record = out.get("metadata", {}).get("scrapbook")
+            if record:
+                yield record["name"], out["data"][record["mime_prefix"] + "text/plain"]
+
+
+def glued_values(notebook: Path) -> dict:
+    """``{key: value}`` for every ``myst_nb.glue`` output stored in a notebook (the last one of a key wins)."""
+    values = {}
+    for name, text in glued_outputs(notebook):
+        try:
+            values[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            values[name] = text
     return values
 
 

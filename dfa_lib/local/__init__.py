@@ -10,8 +10,9 @@ They do not turn an output error into per-layer signals the way the FA family do
 - :mod:`.meta`        episodes, meta-training by backpropagation and by evolution strategies.
 
 Every public name is also available as ``dfa_lib.local.<name>``, which is how the chapters
-use them.  Import graph: ``nets <- hebbian``, ``nets <- plasticity <- meta``; nothing here
-imports upwards.
+use them.  Import graph: ``nets <- hebbian``, ``nets <- meta``, ``plasticity <- meta``
+(``plasticity`` works on plain weight tensors and needs only :func:`dfa_lib.rules.init_feedback`);
+nothing here imports upwards.
 """
 from .hebbian import (
     STEP_ACTIVATIONS,

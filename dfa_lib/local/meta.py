@@ -110,6 +110,14 @@ def rule_tensor_options(rule: PlasticityRule) -> dict:
     return {"device": None, "dtype": torch.float32} if p is None else {"device": p.device, "dtype": p.dtype}
 
 
+def fresh_task(rule: PlasticityRule, task, hidden: Sequence[int], n_nets: int, n_steps: int, generator=None):
+    """:func:`sample_task` for networks of 2 inputs, ``hidden`` layers and 1 output, made where ``rule`` lives.
+
+    What every meta-step and every evaluation of a rule starts from: ``(x, y, w0, fb, idx)``.
+    """
+    return sample_task(task, [2, *hidden, 1], n_nets, generator, n_steps, **rule_tensor_options(rule))
+
+
 def meta_train(
     rule: PlasticityRule,
     task="xor",
@@ -137,12 +145,11 @@ def meta_train(
 
     Introduced in chapter 9 (``book/09_learned_rules.ipynb``).
     """
-    sizes = [2, *hidden, 1]
     opt = torch.optim.Adam(rule.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_meta_steps) if cosine_decay else None
     history = []
     for _ in range(n_meta_steps):
-        x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps, **rule_tensor_options(rule))
+        x, y, w0, fb, idx = fresh_task(rule, task, hidden, n_nets, n_steps, generator)
         w = run_episode(rule, w0, x, y, n_steps, modulation, fb, idx)
         loss = episode_loss(w, x, y)
         opt.zero_grad()
@@ -180,7 +187,6 @@ def es_meta_train(
     """
     if samples < 2 or samples % 2:
         raise ValueError(f"samples must be a positive even number, got {samples}")
-    sizes = [2, *hidden, 1]
     params = [p for p in rule.parameters()]
     theta = nn.utils.parameters_to_vector(params).detach()
     opt = torch.optim.Adam([theta.requires_grad_()], lr=lr)
@@ -192,7 +198,7 @@ def es_meta_train(
             return episode_loss(run_episode(rule, w0, x, y, n_steps, modulation, fb, idx), x, y).item()
 
     for _ in range(n_meta_steps):
-        x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps, **rule_tensor_options(rule))
+        x, y, w0, fb, idx = fresh_task(rule, task, hidden, n_nets, n_steps, generator)
         # drawn on the CPU, where the generator lives, then moved to the rule's parameters
         eps = torch.randn(samples // 2, theta.numel(), generator=generator).to(theta)
         diffs = theta.new_tensor([loss_at(theta.detach() + sigma * e, x, y, w0, fb, idx)
@@ -221,7 +227,6 @@ def count_solved(
     Uses chapter 8's metric (:func:`dfa_lib.local.nets.success`).  Pass a generator seeded apart
     from the one used for meta-training so the initialisations are held out.
     """
-    sizes = [2, *hidden, 1]
-    x, y, w0, fb, idx = sample_task(task, sizes, n_nets, generator, n_steps, **rule_tensor_options(rule))
+    x, y, w0, fb, idx = fresh_task(rule, task, hidden, n_nets, n_steps, generator)
     w = run_episode(rule, w0, x, y, n_steps, modulation, fb, idx)
     return int(success(w, x, y).sum())
