@@ -8,7 +8,20 @@ from __future__ import annotations
 from .base import FeedbackRule, check_common_arguments, refuse_a_second_rule, times_derivative
 
 
-class BP(FeedbackRule):
+class _DrawsNothing:
+    """For rules with no feedback of their own: one new instance serves every network of a
+    :class:`~dfa_lib.seeds.SeedBatch` or of a block-diagonal stack (chapter 2)."""
+
+    @classmethod
+    def batched(cls, rules):
+        return cls()
+
+    @classmethod
+    def stacked(cls, big, rules):
+        return cls()
+
+
+class BP(_DrawsNothing, FeedbackRule):
     """Backpropagation: the error travels back through the transposed forward weights.
 
     ``delta_L = e``, ``delta_l = (delta_{l+1} @ W_{l+1}) * f'(a_l)``.  On any model BP is plain
@@ -42,16 +55,8 @@ class BP(FeedbackRule):
             deltas.insert(0, times_derivative(model, cache, l, back))
         return deltas
 
-    @classmethod
-    def batched(cls, rules):
-        return cls()
 
-    @classmethod
-    def stacked(cls, big, rules):
-        return cls()
-
-
-class Shallow(FeedbackRule):
+class Shallow(_DrawsNothing, FeedbackRule):
     """Shallow learning: only the output layer learns (Lillicrap et al.'s baseline).
 
     On any model, an MLP included, the graph is cut at every learning layer's input and nothing
@@ -71,11 +76,3 @@ class Shallow(FeedbackRule):
 
     def signals(self, model, cache, e):
         return [None] * model.n_hidden + [e]
-
-    @classmethod
-    def batched(cls, rules):
-        return cls()
-
-    @classmethod
-    def stacked(cls, big, rules):
-        return cls()
