@@ -5,8 +5,8 @@ The companion library of dfa-book.  A minimal run::
     from dfa_lib import MLP, DFA, train, load_mnist, seed_everything
     seed_everything(0)
     data = load_mnist()
-    model = MLP([784, 200, 10], hidden="tanh", output="sigmoid")
-    history = train(model, DFA(model), data, epochs=5, lr=0.1, loss="bce")
+    model = MLP([784, 200, 10], hidden="tanh")          # returns logits, as PyTorch models do
+    history = train(model, DFA(model), data, epochs=5, lr=0.1, loss="bce")  # sigmoid + binary cross-entropy
     history.plot()
 
 The same rule trains the model in your own loop (``loss.backward(); optimizer.step()``): a rule
@@ -14,7 +14,7 @@ built on a model puts hooks on its layers.  ``rule_of(model)`` says which rule a
 ``detach(model)`` takes it off (chapter 10).
 """
 from .data import Data, MNISTNotFoundError, linear_teacher, load_mnist, logic_gate
-from .losses import output_error, per_example_loss
+from .losses import output_error, per_example_loss, predictions
 from .metrics import (
     alignment,
     alignment_angles,
@@ -60,6 +60,6 @@ __all__ = [
     "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",
     "error_rate", "confusion_matrix", "angle_degrees",
-    "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss",
+    "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss", "predictions",
     "seed_everything", "get_device", "SeedBatch", "batch_rules", "spread", "run_concurrently",
 ]

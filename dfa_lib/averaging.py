@@ -43,9 +43,10 @@ def batch_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 def average_cache(cache: ForwardCache, mean: Callable) -> ForwardCache:
-    """The cache with every tensor (inputs, pre-activations, output) replaced by ``mean`` of its rows."""
+    """The cache with every tensor (inputs, pre-activations, predictions ``y_hat``) replaced by ``mean`` of its
+    rows: the error is then ``mean(y_hat) - mean(y)``, seed 001's, not the output function of ``mean(a_L)``."""
     return replace(cache, inputs=[mean(t) for t in cache.inputs], pre=[mean(t) for t in cache.pre],
-                   out=mean(cache.out), consistent=False)
+                   out=None if cache.out is None else mean(cache.out), consistent=False)
 
 
 def class_groups(targets: Targets) -> torch.Tensor:

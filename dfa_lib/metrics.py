@@ -85,18 +85,12 @@ def alignment_from_cache(model: MLP, cache: ForwardCache, e: torch.Tensor, signa
 
 
 def default_loss(model: torch.nn.Module) -> str:
-    """The loss :func:`alignment_angles` and :func:`alignment` measure with when none is named.
-
-    Both resolve ``loss=None`` the same way, from the model, because no single loss name suits
-    every model: an :class:`~dfa_lib.models.MLP` with sigmoid or softmax outputs gets ``"bce"``
-    (:func:`dfa_lib.train`'s default, the book's MLP convention; ``"ce"`` would reject a sigmoid
-    output), an MLP with identity or tanh outputs ``"mse"`` (the only loss that takes them), and
-    any other model, which returns scores, ``"ce"`` (the loss chapters 10 and 11 train with).
-    Name the loss you train with to measure against it.
+    """The loss :func:`alignment_angles` and :func:`alignment` measure with when none is named:
+    ``"bce"``, :func:`dfa_lib.train`'s default, for every model (all return logits and the loss
+    applies the output function).  Name the loss you train with to measure against it (chapters 10
+    and 11 train and measure with ``"ce"``).
     """
-    if isinstance(model, MLP):
-        return "bce" if model.output_name in ("sigmoid", "softmax") else "mse"
-    return "ce"
+    return "bce"
 
 
 def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor, loss: str | None = None) -> dict:
@@ -104,21 +98,19 @@ def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.T
 
     ``y`` may be class indices, one-hot rows or real targets, as for training.  As
     :func:`dfa_lib.train` does, ``x`` and the rule's matrices are converted to the model's
-    dtype and device.  ``loss=None`` measures with :func:`default_loss` (``"bce"`` for the
-    default sigmoid output).
+    dtype and device.  ``loss=None`` measures with :func:`default_loss` (``"bce"``).
     """
     from .losses import check_loss, output_error
     from .targets import labels_as_tensor, prepare_targets
 
-    loss = default_loss(model) if loss is None else loss
-    check_loss(loss, model.output_name)
+    loss = check_loss(default_loss(model) if loss is None else loss)
     param = next(model.parameters())
     x = x.to(param.device, param.dtype)  # no copy when they match already
     rule.to(device=param.device, dtype=param.dtype)
     y = labels_as_tensor(y).to(param.device)
     t = prepare_targets(y, model.sizes[-1], loss, len(x), dtype=x.dtype)
     cache = model.forward_cached(x)
-    e = output_error(loss, model.output_name, cache.pre[-1], cache.out, t.values)
+    e = output_error(loss, cache.logits, t.values)
     return alignment_from_cache(model, cache, e, rule.signals(model, cache, e))
 
 
@@ -136,8 +128,7 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
 
     A block the rule sends no signal to (shallow learning) reads 90 degrees.  The rule's hooks
     must be on ``model`` (every rule but BP puts them on the model it is built on, an MLP
-    included).  ``loss=None`` measures with :func:`default_loss` (``"ce"`` for a model
-    returning scores).  ``x`` and the rule are converted to the model's device and dtype.
+    included).  ``loss=None`` measures with :func:`default_loss` (``"bce"``).  ``x`` and the rule are converted to the model's device and dtype.
 
     Both rules' gradients come from ONE forward pass in the model's current mode, so under
     dropout they see the same mask, and a rule that draws at every forward (brSF) draws once.
@@ -208,17 +199,13 @@ class _ModelState:
 
 def _mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple:
     """The batch's mean loss from one forward pass, and the prepared targets (what training uses)."""
-    from .losses import check_loss, per_example_loss, per_example_loss_of_scores
+    from .losses import check_loss, per_example_loss
     from .targets import prepare_targets
 
-    out = model(x)
+    check_loss(loss)
+    out = model(x)  # logits, for every model
     t = prepare_targets(y, out.shape[1], loss, len(x), dtype=out.dtype)
-    if isinstance(model, MLP):
-        check_loss(loss, model.output_name)
-        losses = per_example_loss(loss, out, t.values)
-    else:
-        losses = per_example_loss_of_scores(loss, out, t.values)
-    return losses.mean(), t.values
+    return per_example_loss(loss, out, t.values).mean(), t.values
 
 
 def _grad(output: torch.Tensor, wrt: torch.Tensor, grad_output: torch.Tensor | None = None):

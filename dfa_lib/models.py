@@ -1,9 +1,11 @@
 """The multilayer perceptron every FA-family chapter trains.
 
-An ``MLP`` is a stack of ``nn.Linear`` layers with one hidden activation and one
-output function.  Besides ``forward`` it has ``forward_cached``, which keeps what each
-layer saw (its input ``h_{l-1}``) and computed (its pre-activation ``a_l``); the feedback
-rules in :mod:`dfa_lib.rules` turn the output error into weight gradients from that cache.
+An ``MLP`` is a stack of ``nn.Linear`` layers with one hidden activation.  Like every
+PyTorch model it returns logits, the output layer's pre-activation ``a_L``; the output
+function (sigmoid, softmax or none) belongs to the loss (:mod:`dfa_lib.losses`).  Besides
+``forward`` it has ``forward_cached``, which keeps what each layer saw (its input
+``h_{l-1}``) and computed (its pre-activation ``a_l``); the feedback rules in
+:mod:`dfa_lib.rules` turn the output error into weight gradients from that cache.
 
 Introduced in chapter 1 (``book/01_linear_fa.ipynb``); the cache is explained in chapter 2.
 """
@@ -14,7 +16,6 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -57,22 +58,14 @@ def _relu_derivative(t: torch.Tensor) -> torch.Tensor:
     return (t > 0).to(t.dtype)
 
 
-def _softmax(a: torch.Tensor) -> torch.Tensor:
-    return F.softmax(a, dim=-1)
-
-
 ACTIVATIONS = {
     "tanh": Activation("tanh", torch.tanh, _tanh_from_output, _tanh_from_pre),
     "sigmoid": Activation("sigmoid", torch.sigmoid, _sigmoid_from_output, _sigmoid_from_pre),
     "relu": Activation("relu", torch.relu, _relu_derivative, _relu_derivative),
     "identity": Activation("identity", _identity, torch.ones_like, torch.ones_like),
 }
-OUTPUT_FUNCTIONS = {
-    "sigmoid": torch.sigmoid,
-    "identity": _identity,
-    "softmax": _softmax,
-    "tanh": torch.tanh,
-}
+# What MLP's former output= argument meant, and the loss that now applies that function.
+_LOSS_FOR_OUTPUT = {"sigmoid": "bce", "softmax": "ce", "identity": "mse"}
 
 
 def get_activation(name: str) -> Activation:
@@ -89,8 +82,12 @@ class ForwardCache:
 
     Attributes:
         inputs: ``[h_0 = x, h_1, ..., h_{L-1}]``: the input of every layer, shape (N, n_{l-1}).
-        pre: ``[a_1, ..., a_L]``: every layer's pre-activation, shape (N, n_l); ``a_L`` is the output layer's.
-        out: the network output ``y_hat = f_out(a_L)``.
+        pre: ``[a_1, ..., a_L]``: every layer's pre-activation, shape (N, n_l); ``a_L`` is the output
+            layer's, the logits (:attr:`logits`).
+        out: the predictions ``y_hat``, the loss's output function of ``a_L``
+            (:func:`dfa_lib.losses.predictions`), or None.  The model does not know the loss, so
+            ``forward_cached`` leaves it None and the training step fills it in; seed 001's averaged
+            loops average ``y_hat`` itself, not ``a_L`` (chapter 4, :mod:`dfa_lib.averaging`).
         consistent: True when ``h_l == f(a_l)`` row by row.  False after averaging
             (chapter 4, :mod:`dfa_lib.averaging`), which makes the rules take f' from ``a``
             instead of from ``h``.
@@ -98,8 +95,13 @@ class ForwardCache:
 
     inputs: list
     pre: list
-    out: torch.Tensor
+    out: torch.Tensor | None = None
     consistent: bool = True
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """``a_L``, the output layer's pre-activation: what ``model(x)`` returns."""
+        return self.pre[-1]
 
     @property
     def hidden(self) -> list:
@@ -131,16 +133,38 @@ def _init_linear(layer: nn.Linear, init) -> None:
             layer.bias.zero_()
 
 
+def _refuse_output_argument(output) -> None:
+    """MLP lost its ``output=`` argument: say what replaced it instead of returning logits silently."""
+    if output in _LOSS_FOR_OUTPUT:
+        loss = _LOSS_FOR_OUTPUT[output]
+        how = (f"drop output={output!r} and train with loss={loss!r}, which applies the {output} "
+               f"itself{'' if output == 'identity' else f'; for probabilities use dfa_lib.predictions({loss!r}, model(x))'}")
+    else:
+        how = (f"no loss applies {output!r}: drop output= and train with loss='bce' (sigmoid), 'ce' (softmax) "
+               f"or 'mse' (squared error on the logits)")
+    raise TypeError(
+        f"MLP no longer takes output=: it returns logits (the output layer's pre-activation), as PyTorch models "
+        f"do, and the output function is part of the loss (loss='bce' is sigmoid + binary cross-entropy, 'ce' "
+        f"softmax + cross-entropy, 'mse' squared error on the logits): {how}")
+
+
 class MLP(nn.Module):
-    """A fully connected network ``sizes[0] -> sizes[1] -> … -> sizes[-1]``.
+    """A fully connected network ``sizes[0] -> sizes[1] -> … -> sizes[-1]`` that returns logits.
+
+    ``model(x)`` is the output layer's pre-activation ``a_L``, as for any PyTorch model; the loss
+    applies the output function (``loss="bce"``: sigmoid, ``"ce"``: softmax, ``"mse"``: none), and
+    :func:`dfa_lib.predictions` gives the probabilities, e.g. ``predictions("bce", model(x))``.
 
     Args:
         sizes: widths including input and output, e.g. ``[784, 200, 10]``.
         hidden: hidden activation: ``"tanh"``, ``"sigmoid"``, ``"relu"`` or ``"identity"``.
-        output: output function: ``"sigmoid"``, ``"identity"``, ``"softmax"`` or ``"tanh"``.
-        bias: whether layers have biases.
+        bias: whether layers have biases (keyword only).
         init: ``"default"`` (PyTorch's), ``"zeros"``, ``"xavier"``, ``("uniform", a)`` for
-            U[-a, a] or ``("normal", std)`` for N(0, std); a list gives one per layer.
+            U[-a, a] or ``("normal", std)`` for N(0, std); a list gives one per layer (keyword only).
+        output: removed.  The output function used to be applied in ``forward``
+            (``output="sigmoid"``, the old default); it now lives in the loss, and passing it
+            raises a TypeError that names the loss to use instead, so that old code does not
+            get logits where it expected probabilities without noticing.
 
     Introduced in chapter 1 (``book/01_linear_fa.ipynb``).
     """
@@ -149,20 +173,19 @@ class MLP(nn.Module):
         self,
         sizes: Sequence[int],
         hidden: str = "tanh",
-        output: str = "sigmoid",
+        *,
         bias: bool = True,
         init="default",
+        output: str | None = None,
     ):
         super().__init__()
+        if output is not None:
+            _refuse_output_argument(output)
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or any(s < 1 for s in sizes):
             raise ValueError(f"sizes must list at least an input and an output width, all >= 1; got {sizes}")
-        if output not in OUTPUT_FUNCTIONS:
-            raise ValueError(f"unknown output function {output!r}; choose one of {sorted(OUTPUT_FUNCTIONS)}")
         self.sizes = sizes
         self.activation = get_activation(hidden)
-        self.output_name = output
-        self.output_fn = OUTPUT_FUNCTIONS[output]
         self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for i, o in zip(sizes[:-1], sizes[1:]))
         self.initialize(init)
 
@@ -202,18 +225,20 @@ class MLP(nn.Module):
             ) from err
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``a_L`` (no output function: the loss applies it)."""
         self.check_input(x)
         try:  # free when nothing fails: the dtype check runs only after torch has raised
             h = x
             for layer in self.layers[:-1]:
                 h = self.activation.fn(layer(h))
-            return self.output_fn(self.layers[-1](h))
+            return self.layers[-1](h)
         except RuntimeError as err:
             self._explain_failure(x, err)
             raise
 
     def forward_cached(self, x: torch.Tensor) -> ForwardCache:
-        """Forward pass that keeps every layer's input and pre-activation (no autograd graph)."""
+        """Forward pass that keeps every layer's input and pre-activation (no autograd graph); the
+        logits are ``cache.logits``, and ``cache.out`` is left for the loss's predictions."""
         self.check_input(x)
         try:
             with torch.no_grad():
@@ -222,9 +247,8 @@ class MLP(nn.Module):
                     a = layer(inputs[-1])
                     pre.append(a)
                     inputs.append(self.activation.fn(a))
-                a_out = self.layers[-1](inputs[-1])
-                pre.append(a_out)
-                return ForwardCache(inputs, pre, self.output_fn(a_out))
+                pre.append(self.layers[-1](inputs[-1]))
+                return ForwardCache(inputs, pre)
         except RuntimeError as err:
             self._explain_failure(x, err)
             raise
@@ -239,7 +263,7 @@ class MLP(nn.Module):
         """Print (and return) one row per layer: index, input/output shape, activation, parameters."""
         rows = [f"{'layer':<7}{'input':<12}{'output':<12}{'activation':<12}{'params':>10}", "-" * 53]
         for i, layer in enumerate(self.layers, start=1):
-            act = self.activation.name if i < len(self.layers) else self.output_name
+            act = self.activation.name if i < len(self.layers) else "logits"
             n = sum(p.numel() for p in layer.parameters())
             rows.append(f"{i:<7}{layer.in_features:<12}{layer.out_features:<12}{act:<12}{n:>10,}")
         total = sum(p.numel() for p in self.parameters())
@@ -249,4 +273,16 @@ class MLP(nn.Module):
         return text
 
     def extra_repr(self) -> str:
-        return f"sizes={self.sizes}, hidden={self.activation.name}, output={self.output_name}"
+        return f"sizes={self.sizes}, hidden={self.activation.name}, returns logits"
+
+
+def caches_forward(model: nn.Module) -> bool:
+    """Whether ``model`` offers what the feedback rules' fast path works on, instead of autograd hooks.
+
+    That is: ``sizes`` (the widths), ``layers`` (its linear layers in order), ``forward_cached(x)``
+    returning a :class:`ForwardCache`, and ``hidden_derivative(cache, l)``.  An :class:`MLP` and a
+    :class:`~dfa_lib.seeds.SeedBatch` do; any other ``nn.Module`` trains through the rules' hooks
+    (chapter 10).  :func:`dfa_lib.train`, the rules and the metrics ask this, not the model's type.
+    """
+    return (hasattr(model, "sizes") and isinstance(getattr(model, "layers", None), nn.ModuleList)
+            and callable(getattr(model, "forward_cached", None)) and callable(getattr(model, "hidden_derivative", None)))

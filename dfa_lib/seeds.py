@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .models import MLP
+from .models import MLP, caches_forward
 from .rules import FeedbackRule
 
 
@@ -61,7 +61,7 @@ class SeedLinear(nn.Module):
 
 
 class SeedBatch(MLP):
-    """K MLPs of the same sizes, activation and output function, as one network.
+    """K MLPs of the same sizes, activation and biases, as one network (it returns logits, (K, N, n_out)).
 
     ``SeedBatch(models)`` copies the models' weights into stacked :class:`SeedLinear` layers;
     :meth:`unbatch` gives the K networks back as ordinary MLPs.  It is an :class:`MLP`, so the
@@ -71,17 +71,16 @@ class SeedBatch(MLP):
 
     def __init__(self, models: Sequence[MLP]):
         models = list(models)
-        if not models or not all(isinstance(m, MLP) and not isinstance(m, SeedBatch) for m in models):
+        if not models or not all(_is_single_mlp(m) for m in models):
             raise ValueError("SeedBatch needs a non-empty list of dfa_lib.MLP networks")
         first = models[0]
         for m in models[1:]:
-            if (m.sizes, m.activation.name, m.output_name) != (first.sizes, first.activation.name, first.output_name) \
+            if (m.sizes, m.activation.name) != (first.sizes, first.activation.name) \
                     or (m.layers[0].bias is None) != (first.layers[0].bias is None):
-                raise ValueError("all networks of a SeedBatch must have the same sizes, activation, output "
-                                 f"function and biases; got sizes {first.sizes} and {m.sizes}")
+                raise ValueError("all networks of a SeedBatch must have the same sizes, activation and biases; "
+                                 f"got sizes {first.sizes} and {m.sizes}")
         nn.Module.__init__(self)
         self.sizes, self.activation = list(first.sizes), first.activation
-        self.output_name, self.output_fn = first.output_name, first.output_fn
         self.n_nets = len(models)
         with torch.no_grad():
             self.layers = nn.ModuleList(
@@ -99,8 +98,7 @@ class SeedBatch(MLP):
         """The K networks as separate :class:`MLP` copies, in order."""
         nets = []
         for k in range(self.n_nets):
-            m = MLP(self.sizes, hidden=self.activation.name, output=self.output_name,
-                    bias=self.layers[0].bias is not None)
+            m = MLP(self.sizes, hidden=self.activation.name, bias=self.layers[0].bias is not None)
             m = m.to(dtype=self.layers[0].weight.dtype, device=self.layers[0].weight.device)
             with torch.no_grad():
                 for small, big in zip(m.layers, self.layers):
@@ -112,6 +110,12 @@ class SeedBatch(MLP):
 
     def extra_repr(self) -> str:
         return f"{self.n_nets} networks, " + super().extra_repr()
+
+
+def _is_single_mlp(model) -> bool:
+    """A network SeedBatch can stack: one cached-forward network (an MLP) whose layers are all ``nn.Linear``."""
+    return (caches_forward(model) and not hasattr(model, "n_nets") and hasattr(model, "activation")
+            and all(type(layer) is nn.Linear for layer in model.layers))
 
 
 def batch_rules(rules: Sequence[FeedbackRule]) -> FeedbackRule:

@@ -41,12 +41,12 @@ def stack(models: Sequence[MLP], rules: Sequence[FeedbackRule] | None = None):
         raise ValueError("stack needs at least one model")
     first = models[0]
     for m in models[1:]:
-        if m.sizes != first.sizes or m.activation.name != first.activation.name or m.output_name != first.output_name:
-            raise ValueError("all stacked models must have the same sizes, activation and output function")
+        if m.sizes != first.sizes or m.activation.name != first.activation.name:
+            raise ValueError("all stacked models must have the same sizes and activation")
     P = len(models)
     sizes = [first.sizes[0]] + [P * s for s in first.sizes[1:]]
     has_bias = first.layers[0].bias is not None
-    big = MLP(sizes, hidden=first.activation.name, output=first.output_name, bias=has_bias, init="zeros")
+    big = MLP(sizes, hidden=first.activation.name, bias=has_bias, init="zeros")
     big = big.to(dtype=first.layers[0].weight.dtype, device=first.layers[0].weight.device)
     masks = [None]
     with torch.no_grad():
@@ -75,7 +75,7 @@ def unstack(big: MLP, n_models: int) -> list:
     sizes = [big.sizes[0]] + [s // n_models for s in big.sizes[1:]]
     out = []
     for p in range(n_models):
-        m = MLP(sizes, hidden=big.activation.name, output=big.output_name, bias=big.layers[0].bias is not None)
+        m = MLP(sizes, hidden=big.activation.name, bias=big.layers[0].bias is not None)
         m = m.to(dtype=big.layers[0].weight.dtype)
         with torch.no_grad():
             for l, (small, layer) in enumerate(zip(m.layers, big.layers)):

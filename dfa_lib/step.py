@@ -3,13 +3,15 @@
 The step is the data flow of the book for one mini-batch::
 
     cache = model.forward_cached(x)             what every layer saw and computed
+    cache.out = predictions(loss, cache.logits) y_hat: the loss's output function of the logits
     (cache, y) = averaging(cache, y)            only for seed 001's averaged loops (chapter 4)
-    e = output_error(loss, ..., y)              dl/da_L, the same for every rule
+    e = output_error(loss, ..., y)              dl/da_L = y_hat - y, the same for every rule
     deltas = rule.signals(model, cache, e)      one teaching signal per layer (dfa_lib.rules)
     update(model, cache, deltas, scale)         dW_l = delta_l^T h_{l-1} (dfa_lib.update)
 
-That is :class:`Step`, the MLP fast path.  Any other model (or a rule without a fast path)
-takes :class:`AutogradStep`: ``model(x)``, the loss, ``loss.backward()`` with the rule's hooks
+That is :class:`Step`, the fast path of a model with a cached forward pass (an MLP,
+:func:`dfa_lib.models.caches_forward`).  Any other model (or a rule without a fast path)
+takes :class:`AutogradStep`: ``model(x)`` (logits), the loss, ``loss.backward()`` with the rule's hooks
 deciding every hidden gradient (:mod:`dfa_lib.rules.graph`), ``optimizer.step()``.
 
 Loss and error sums stay on the device (:class:`EpochSums`), so a step never waits for the
@@ -25,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .losses import output_error, per_example_loss, per_example_loss_of_scores, predictions_of_scores
+from .losses import output_error, per_example_loss, predictions
 from .metrics import error_sum
 from .models import MLP
 from .rules import FeedbackRule
@@ -63,9 +65,9 @@ class EpochSums:
 
     A run has diverged when an output, a weight or the summed loss is NaN or infinite (squared
     error overflows while the outputs are still finite), or when the *unclamped*
-    loss is infinite on more than ``SATURATED_FRACTION`` of the epoch's rows so far: outputs
+    loss is infinite on more than ``SATURATED_FRACTION`` of the epoch's rows so far: predictions
     stuck at exactly 0 or 1 on the wrong side (sigmoid or softmax saturated by huge weights),
-    which the clamped loss used for reporting would hide.  A healthy network meets that on some
+    which the loss, computed from the logits and so finite, would not show.  A healthy network meets that on some
     rows (very confident mistakes): chapter 4's per-class averaged loop, whose step on a class
     mean is the most aggressive in the book, reaches 10.5 % of an epoch's rows (batch 200) while
     it learns.  Diverged runs measured 34 % to 89 % (an MNIST subset on
@@ -82,12 +84,13 @@ class EpochSums:
         self.nonfinite = torch.zeros((), device=device, dtype=torch.bool)
         self.saturated = torch.zeros(nets, device=device, dtype=torch.int64)
 
-    def add(self, loss: str, out: torch.Tensor, batch: Targets) -> None:
-        self.add_losses(per_example_loss(loss, out, batch.values), out, batch, loss)
+    def add(self, loss: str, logits: torch.Tensor, out: torch.Tensor, batch: Targets) -> None:
+        """Add a batch from its ``logits`` and predictions ``out`` (:func:`dfa_lib.losses.predictions`)."""
+        self.add_losses(per_example_loss(loss, logits, batch.values), out, batch, loss)
 
     def add_losses(self, losses: torch.Tensor, out: torch.Tensor, batch: Targets, loss: str = "mse") -> None:
-        """Add a batch's per-example ``losses`` and the errors of its outputs ``out`` (probabilities
-        for ``loss`` "bce" and "ce")."""
+        """Add a batch's per-example ``losses`` and the errors of its predictions ``out`` (probabilities
+        for ``loss`` "bce" and "ce", :func:`dfa_lib.losses.predictions`)."""
         self.loss += losses.sum(-1)
         self.errors += error_sum(out, batch)
         self.nonfinite |= ~torch.isfinite(out.sum())  # NaN or inf anywhere in the outputs
@@ -109,8 +112,8 @@ class EpochSums:
         saturated = int(self.saturated.max())
         if saturated > SATURATED_FRACTION * rows:
             which = f" (network {int(self.saturated.argmax())})" if self.saturated.dim() else ""
-            return (f"{saturated} of {rows} rows have an output saturated at exactly 0 or 1 on the wrong side"
-                    f"{which} (an infinite loss, hidden by the clamped one)")
+            return (f"{saturated} of {rows} rows have a prediction saturated at exactly 0 or 1 on the wrong side"
+                    f"{which} (the sigmoid or softmax of huge logits)")
         return None
 
 
@@ -134,11 +137,12 @@ class Step:
     def __call__(self, x: torch.Tensor, batch: Targets, sums: EpochSums, callback_args: tuple = ()) -> None:
         model = self.model
         cache = model.forward_cached(x)
-        sums.add(self.loss, cache.out, batch)
+        cache.out = predictions(self.loss, cache.logits)
+        sums.add(self.loss, cache.logits, cache.out, batch)
         y = batch.values
         if self.averaging is not None:
-            cache, y = self.averaging(cache, batch)
-        e = output_error(self.loss, model.output_name, cache.pre[-1], cache.out, y)
+            cache, y = self.averaging(cache, batch)  # averages y_hat itself, as seed 001 did
+        e = output_error(self.loss, cache.logits, y, cache.out)
         signals = self.rule.signals(model, cache, e)
         if self.on_step is not None:
             self.on_step(*callback_args, model, cache, e, signals)
@@ -148,9 +152,9 @@ class Step:
 class AutogradStep:
     """One training step of any model through autograd: the rule acts through its hooks.
 
-    ``model(x)`` returns scores (logits) unless it is an :class:`~dfa_lib.models.MLP`, whose output
-    function is part of the model; the loss, ``loss.backward()`` and ``optimizer.step()`` are
-    what a plain PyTorch loop does, plus ``rule.observe_target`` for DRTP.
+    ``model(x)`` returns logits (an :class:`~dfa_lib.models.MLP` too); the loss, which applies the
+    output function, ``loss.backward()`` and ``optimizer.step()`` are what a plain PyTorch loop
+    does, plus ``rule.observe_target`` for DRTP.
 
     Args:
         frozen: parameters that must not change (their gradients are dropped before the step).
@@ -163,18 +167,12 @@ class AutogradStep:
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         self.model, self.rule, self.loss, self.optimizer = model, rule, loss, optimizer
         self.mean, self.frozen, self.on_step = reduction == "mean", list(frozen), on_step
-        self.scores = not isinstance(model, MLP)
-
-    def losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.scores:
-            return per_example_loss_of_scores(self.loss, out, y)
-        return per_example_loss(self.loss, out, y)
 
     def __call__(self, x: torch.Tensor, batch: Targets, sums: EpochSums, callback_args: tuple = ()) -> None:
         scale = 1.0 / len(x) if self.mean else 1.0
         self.rule.observe_target(batch.values, scale)
         out = self.model(x)
-        losses = self.losses(out, batch.values)
+        losses = per_example_loss(self.loss, out, batch.values)
         self.optimizer.zero_grad(set_to_none=True)
         (losses.sum() * scale).backward()
         for p in self.frozen:
@@ -183,8 +181,7 @@ class AutogradStep:
             self.on_step(*callback_args, self.model, None, None, None)
         self.optimizer.step()
         out = out.detach()
-        sums.add_losses(losses.detach(), predictions_of_scores(self.loss, out) if self.scores else out, batch,
-                        self.loss)
+        sums.add_losses(losses.detach(), predictions(self.loss, out), batch, self.loss)
 
 
 class CompiledStep:

@@ -1,7 +1,8 @@
 """The training loop: batches, epochs, evaluation, history and callbacks.
 
 Everything a single mini-batch goes through (forward, error, signals, update) is
-:class:`dfa_lib.step.Step` for an :class:`~dfa_lib.models.MLP` on a rule's fast path and
+:class:`dfa_lib.step.Step` for an :class:`~dfa_lib.models.MLP` on a rule's fast path (any model
+with a cached forward pass, :func:`dfa_lib.models.caches_forward`) and
 :class:`dfa_lib.step.AutogradStep` for any other ``nn.Module`` of ``nn.Linear``/``nn.Conv2d``
 layers (chapters 10, 11); this module only prepares the run and loops.  The options cover
 what the seeds did with separate copies of the loop: seed 001's averaged loops
@@ -25,9 +26,9 @@ from .averaging import make_averaging
 from .checks import check_epochs, check_inputs
 from .data import Data
 from .history import History
-from .losses import check_loss, per_example_loss, per_example_loss_of_scores, predictions_of_scores
+from .losses import check_loss, per_example_loss, predictions
 from .metrics import error_rate, error_sum
-from .models import MLP
+from .models import caches_forward
 from .parallel import wants_progress
 from .rules import FeedbackRule, learning_layers
 from .seeds import SeedBatch
@@ -45,9 +46,9 @@ DIVERGENCE_CHECK_STEPS = 200  # read the on-device divergence flag this often (a
 def evaluate(model: torch.nn.Module, x: torch.Tensor, targets: Targets, loss: str, batch_size: int = 10000):
     """Mean loss and error of ``model`` on a whole set, in chunks of ``batch_size``, in eval mode.
 
-    An :class:`~dfa_lib.models.MLP` returns its output function's values; any other model scores
-    (logits), which the loss turns into probabilities itself (:mod:`dfa_lib.losses`).  A
-    :class:`~dfa_lib.seeds.SeedBatch` gives a list of K ``(loss, error)`` pairs, one per network.
+    Every model returns logits, which the loss turns into predictions itself (:mod:`dfa_lib.losses`);
+    the error is counted on the predictions.  A :class:`~dfa_lib.seeds.SeedBatch` gives a list of K
+    ``(loss, error)`` pairs, one per network.
     """
     was_training = model.training
     model.eval()
@@ -59,10 +60,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, targets: Targets, loss: st
         out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)
-    if isinstance(model, MLP):
-        return per_example_loss(loss, out, targets.values).mean().item(), error_rate(out, targets)
-    return (per_example_loss_of_scores(loss, out, targets.values).mean().item(),
-            error_rate(predictions_of_scores(loss, out), targets))
+    return per_example_loss(loss, out, targets.values).mean().item(), error_rate(predictions(loss, out), targets)
 
 
 def _network_sums(model: SeedBatch, x: torch.Tensor, targets: Targets, loss: str, batch_size: int) -> tuple:
@@ -76,7 +74,7 @@ def _network_sums(model: SeedBatch, x: torch.Tensor, targets: Targets, loss: str
         part = Targets(targets.values[i : i + batch_size].expand_as(out), targets.kind,
                        None if targets.labels is None else targets.labels[i : i + batch_size], targets.threshold)
         losses += per_example_loss(loss, out, part.values).sum(-1)
-        errors += error_sum(out, part)
+        errors += error_sum(predictions(loss, out), part)
     return losses, errors
 
 
@@ -106,8 +104,10 @@ def train(
     """Train ``model`` with ``rule`` on ``data`` and return its :class:`History`.
 
     ``model`` is a :class:`~dfa_lib.models.MLP` or any ``nn.Module`` made of ``nn.Linear`` and
-    ``nn.Conv2d`` layers (with activations, pooling, flatten, dropout, batch norm between them)
-    that returns scores (logits); see :mod:`dfa_lib.rules.graph`.
+    ``nn.Conv2d`` layers (with activations, pooling, flatten, dropout, batch norm between them);
+    every model returns logits, and ``loss`` applies the output function: ``"bce"`` sigmoid + binary
+    cross-entropy (the default), ``"ce"`` softmax + cross-entropy, ``"mse"`` squared error on the
+    logits (:mod:`dfa_lib.losses`); see :mod:`dfa_lib.rules.graph` for other models.
 
     A :class:`~dfa_lib.seeds.SeedBatch` of K networks (chapter 6) trains as one model and gives a
     list of K histories, one per network; ``rule`` is then one for all of them
@@ -174,10 +174,10 @@ def train(
     check_rule(rule)
     check_model_carries(model, rule)
     check_data(data)
-    check_loss(loss, getattr(model, "output_name", None))  # an output the loss cannot take
+    check_loss(loss)
     if n_nets is not None:
         check_seed_batch(model, rule, averaging)
-    layers = model.layers if isinstance(model, MLP) else learning_layers(model)
+    layers = model.layers if caches_forward(model) else learning_layers(model)
     bad = [l for l in frozen if not 1 <= l <= len(layers)]
     if bad:
         raise ValueError(f"frozen layers must be 1-based indices in 1..{len(layers)}; got {bad}")
@@ -359,10 +359,10 @@ def _note_interruption(histories: list, name: str, ep: int, epochs: int) -> None
 
 
 def _probe(model: torch.nn.Module, x: torch.Tensor, loss: str) -> tuple[int, dict]:
-    """The number of outputs, from the MLP's sizes or one forward pass of two rows in eval mode (with clear
+    """The number of outputs, from an MLP's sizes or one forward pass of two rows in eval mode (with clear
     errors for inputs the model cannot take and outputs train cannot use), and how many values per channel each
     batch-norm layer sees for one example (:func:`dfa_lib.train_checks.check_single_row_batches`)."""
-    if isinstance(model, MLP):
+    if caches_forward(model):  # an MLP (or SeedBatch): its sizes say it, and check_input names a bad shape
         model.check_input(x)
         return model.sizes[-1], {}
     was_training = model.training

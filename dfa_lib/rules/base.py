@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..checks import check_generator
-from ..models import MLP, ForwardCache
+from ..models import MLP, ForwardCache, caches_forward
 from .graph import RuleGraph, _PreHook, _check_example_input
 
 PATHS = ("auto", "autograd")
@@ -100,7 +100,7 @@ class FeedbackRule(nn.Module):
 
     def uses_fast_path(self, model) -> bool:
         """Whether :func:`dfa_lib.train` applies this rule with :meth:`signals` (else through autograd)."""
-        return self.graph is None and self.has_fast_path and isinstance(model, MLP)
+        return self.graph is None and self.has_fast_path and caches_forward(model)
 
     # ---------------------------------------------------------------- attachment (chapter 10)
     def attach(self, model: nn.Module) -> "FeedbackRule":
@@ -115,7 +115,7 @@ class FeedbackRule(nn.Module):
         refuse_a_second_rule(model, self.name)
         self.hooks = RuleGraph(self, model)
         self.__dict__["_model"] = model  # plain reference, not a submodule: the rule's parameters stay its own
-        self._attached_to_mlp = isinstance(model, MLP)
+        self._attached_to_mlp = caches_forward(model)  # an MLP: the fast path needs no hooks
         for layer in self.hooks.layers:
             layer.register_forward_pre_hook(_EagerUnderCompile(self.hooks), prepend=True)
         return self

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..checks import FeedbackChecks, check_generator
-from ..models import MLP
+from ..models import MLP, caches_forward
 from .base import FeedbackRule, check_common_arguments, times_derivative
 from .graph import input_gradient, layer_io_shapes, learning_layers
 
@@ -126,7 +126,7 @@ class RandomFeedback(FeedbackChecks, FeedbackRule):
                  path: str = "auto", example_input: torch.Tensor | None = None):
         super().__init__()
         check_common_arguments(generator, example_input, path)
-        self.is_mlp = isinstance(model, MLP)
+        self.is_mlp = caches_forward(model)  # an MLP (sizes, layers, forward_cached): the papers' defaults
         if self.is_mlp:
             if model.n_hidden == 0:
                 raise ValueError(f"{type(self).__name__} needs at least one hidden layer; sizes are {model.sizes}")
