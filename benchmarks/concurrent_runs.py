@@ -39,7 +39,7 @@ def prepare(kind: str, seed: int, data, images):
     g = torch.Generator().manual_seed(100 + seed)
     order = torch.Generator().manual_seed(seed)
     if kind.startswith("mlp200"):
-        model = MLP([784, 200, 10], hidden="tanh", output="sigmoid")
+        model = MLP([784, 200, 10], hidden="tanh")
         rule = DFA(model, dist="normal", scale=1.9, generator=g)
         settings = dict(batch_size=200, lr=1e-4, reduction="sum") if kind == "mlp200-b200" else dict(batch_size=32, lr=0.05)
         return model, lambda: train(model, rule, data, epochs=1, loss="bce", generator=order, progress=False,

@@ -158,10 +158,10 @@ def dfa_matmul_seconds(n_train: int, n_test: int, reps: int = 3) -> float:
 def dfa_lib_epoch(data, rule_name: str, seed: int, compile=False) -> float:
     torch.manual_seed(seed)
     if rule_name == "dfa":
-        model = MLP(SIZES, hidden="tanh", output="sigmoid", init="zeros").to(DEVICE)
+        model = MLP(SIZES, hidden="tanh", init="zeros").to(DEVICE)
         rule = DFA(model, dist="uniform", scale=0.05)
     else:
-        model = MLP(SIZES, hidden="tanh", output="sigmoid").to(DEVICE)
+        model = MLP(SIZES, hidden="tanh").to(DEVICE)
         rule = BP()
     gen = torch.Generator().manual_seed(seed)
     sync(DEVICE)

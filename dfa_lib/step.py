@@ -64,9 +64,9 @@ class EpochSums:
     """Running sums of one epoch on the device: loss, errors, and the signs of divergence.
 
     A run has diverged when an output, a weight or the summed loss is NaN or infinite (squared
-    error overflows while the outputs are still finite), or when the *unclamped*
-    loss is infinite on more than ``SATURATED_FRACTION`` of the epoch's rows so far: predictions
-    stuck at exactly 0 or 1 on the wrong side (sigmoid or softmax saturated by huge weights),
+    error overflows while the outputs are still finite), or when more than ``SATURATED_FRACTION``
+    of the epoch's rows so far have predictions stuck at exactly 0 or 1 on the wrong side
+    (sigmoid or softmax saturated by huge weights, where -log of the prediction is infinite),
     which the loss, computed from the logits and so finite, would not show.  A healthy network meets that on some
     rows (very confident mistakes): chapter 4's per-class averaged loop, whose step on a class
     mean is the most aggressive in the book, reaches 10.5 % of an epoch's rows (batch 200) while

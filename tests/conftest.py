@@ -59,11 +59,11 @@ def noisy_classification(n=192, d=12, c=4, seed=0, n_test=None) -> Data:
     return Data(x[:n], y[:n], x[n:], y[n:])
 
 
-def train_mlp(data: Data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, output="sigmoid", **kw):
+def train_mlp(data: Data, sizes=(6, 8, 3), rule="bp", epochs=2, seed=0, **kw):
     """A fresh MLP seeded with ``seed``, trained quietly on ``data`` (batch 16 unless given, fixed
     shuffling) by ``rule`` ("bp", "fa" or "dfa"): returns ``(model, history)``."""
     seed_everything(seed)
-    model = MLP(list(sizes), output=output)
+    model = MLP(list(sizes))
     make_rule = {"bp": BP, "dfa": DFA, "fa": FA}[rule]
     kw.setdefault("batch_size", 16)
     history = train(model, make_rule() if make_rule is BP else make_rule(model), data, epochs=epochs,

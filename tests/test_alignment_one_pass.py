@@ -149,7 +149,7 @@ def test_on_an_mlp_alignment_and_the_fast_path_measure_the_same_updates_by_defau
     from dfa_lib import MLP, alignment_angles
 
     torch.manual_seed(0)
-    model = MLP([7, 12, 10, 3], output="identity")  # both default to the one loss that takes it, "mse"
+    model = MLP([7, 12, 10, 3], hidden="identity")  # both default to train's loss, "bce"
     rule = FA(model, path="autograd", generator=torch.Generator().manual_seed(3))
     x, y = toy_batch(16, image=False)
     hooked = alignment(model, rule, x, y)
@@ -164,7 +164,7 @@ def test_alignment_measures_a_rule_built_on_an_mlp():
     from dfa_lib import MLP, FA
 
     torch.manual_seed(0)
-    model = MLP([6, 8, 3], hidden="tanh", output="sigmoid")
+    model = MLP([6, 8, 3], hidden="tanh")
     rule = FA(model)
     rule.set_feedback([model.layers[1].weight.detach().T.clone()])  # B = W^T: exactly BP
     angles = alignment(model, rule, torch.randn(16, 6), torch.randint(0, 3, (16,)))

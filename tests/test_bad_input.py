@@ -17,23 +17,29 @@ from dfa_lib import BP, DFA, FA, MLP, Data, alignment_angles, linear_teacher, se
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
-# ---------------------------------------------------------------------- an output the loss cannot take
-@pytest.mark.parametrize("output,loss", [("identity", "bce"), ("tanh", "bce"), ("identity", "ce"), ("sigmoid", "ce"),
-                                         ("tanh", "ce")])
-def test_incompatible_output_and_loss_are_refused(output, loss):
-    model = MLP([6, 8, 3], output=output)
-    with pytest.raises(ValueError, match=rf"loss='{loss}' needs .* output='{output}'") as err:
-        train(model, BP(), small_classification(), epochs=1, loss=loss, progress=False)
-    assert "output='sigmoid' with loss='bce'" in str(err.value)  # names a working pair
-    data = small_classification()
-    with pytest.raises(ValueError, match=rf"loss='{loss}' needs"):
-        alignment_angles(model, BP(), data.x_train, data.y_train, loss=loss)
+# ------------------------------------------------------- MLP's removed output= argument, and the losses
+@pytest.mark.parametrize("output,loss", [("sigmoid", "bce"), ("softmax", "ce"), ("identity", "mse")])
+def test_the_removed_output_argument_names_the_loss_that_applies_it(output, loss):
+    """Old code, MLP(..., output="sigmoid"), must not get logits where it expected probabilities unnoticed."""
+    with pytest.raises(TypeError, match=rf"no longer takes output=.*returns logits.*loss='{loss}'"):
+        MLP([6, 8, 3], output=output)
 
 
-@pytest.mark.parametrize("output,loss", [("sigmoid", "bce"), ("softmax", "bce"), ("softmax", "ce"),
-                                         ("identity", "mse"), ("tanh", "mse"), ("sigmoid", "mse")])
-def test_compatible_output_and_loss_pairs_train(output, loss):
-    _, h = train_mlp(small_classification(), output=output, loss=loss, lr=0.1, epochs=1)
+def test_an_output_no_loss_applies_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"no longer takes output=.*no loss applies 'tanh'"):
+        MLP([6, 8, 3], hidden="tanh", output="tanh")
+    with pytest.raises(TypeError):  # the old positional output (MLP(sizes, "tanh", "sigmoid")) is refused too
+        MLP([6, 8, 3], "tanh", "sigmoid")
+
+
+def test_an_unknown_loss_is_named():
+    with pytest.raises(ValueError, match=r"unknown loss 'nll'"):
+        train(MLP([6, 8, 3]), BP(), small_classification(), epochs=1, loss="nll", progress=False)
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce", "mse"])
+def test_every_loss_trains_an_mlp(loss):
+    _, h = train_mlp(small_classification(), loss=loss, lr=0.1, epochs=1)
     assert len(h.test_error) == 2
 
 
@@ -46,12 +52,12 @@ def test_class_coded_float_targets_under_mse_warn_and_history_says_regression():
     data = small_classification()
     coded = Data(data.x_train, pm1(data.y_train), data.x_test, pm1(data.y_test))  # -1/+1 one-of-C
     with pytest.warns(UserWarning, match=r"regression.*kind='classification'") as record:
-        _, h = train_mlp(coded, output="tanh", loss="mse", lr=0.05)
+        _, h = train_mlp(coded, loss="mse", lr=0.05)
     assert record[0].filename == train_mlp.__code__.co_filename  # points at the caller's train(...) line
     assert h.target_kind == "regression"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, h = train_mlp(coded, output="tanh", loss="mse", lr=0.05, kind="regression")  # forced: silent
+        _, h = train_mlp(coded, loss="mse", lr=0.05, kind="regression")  # forced: silent
     assert h.target_kind == "regression"
 
 
@@ -60,7 +66,7 @@ def test_kind_classification_counts_misclassifications():
     coded = Data(data.x_train, pm1(data.y_train), data.x_test, pm1(data.y_test))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model, h = train_mlp(coded, output="tanh", loss="mse", lr=0.05, kind="classification")
+        model, h = train_mlp(coded, loss="mse", lr=0.05, kind="classification")
     assert h.target_kind == "classification"
     wrong = (model(data.x_test).argmax(1) != data.y_test).float().mean().item()
     assert h.test_error[-1] == pytest.approx(wrong)  # a misclassification rate, not a squared error
@@ -70,11 +76,11 @@ def test_soft_labels_warn_too_and_real_regression_does_not():
     data = small_classification()
     soft = torch.softmax(torch.randn(64, 3, generator=torch.Generator().manual_seed(1)), 1)
     with pytest.warns(UserWarning, match="sums to 1"):
-        train_mlp(Data(data.x_train, soft, data.x_test, soft), output="softmax", loss="mse", lr=0.1, epochs=1)
+        train_mlp(Data(data.x_train, soft, data.x_test, soft), loss="mse", lr=0.1, epochs=1)
     teacher, _ = linear_teacher(n_in=6, n_out=3, n_samples=128)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, h = train_mlp(teacher, output="identity", loss="mse", lr=0.01, epochs=1)
+        _, h = train_mlp(teacher, loss="mse", lr=0.01, epochs=1)
     assert h.target_kind == "regression"
     _, h = train_mlp(small_classification())
     assert h.target_kind == "classification"
@@ -86,7 +92,7 @@ def test_unknown_kind_and_tied_targets_are_named():
     data = small_classification()
     tied = torch.zeros(64, 3)
     with pytest.raises(ValueError, match="no single largest entry"):
-        train_mlp(Data(data.x_train, tied, data.x_test, tied), output="identity", loss="mse", kind="classification")
+        train_mlp(Data(data.x_train, tied, data.x_test, tied), loss="mse", kind="classification")
 
 
 # ----------------------------------------------------------------------------- NaN and infinite inputs

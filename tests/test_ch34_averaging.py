@@ -45,7 +45,7 @@ def test_averaged_dfa_step_matches_the_seed_loop(averaging, classes, sizes):
     x = torch.randn(24, sizes[0], dtype=torch.float64)
     labels = torch.tensor([0, 1, 1, 3] * 6)  # class 2 absent: the seed skips empty classes
     y = torch.nn.functional.one_hot(labels, 4).double()
-    net = MLP(sizes, hidden="tanh", output="sigmoid").double()
+    net = MLP(sizes, hidden="tanh").double()
     rule = DFA(net, dist="normal", scale=1.9, generator=torch.Generator().manual_seed(1))
     W = [layer.weight.detach().clone() for layer in net.layers]
     b = [layer.bias.detach().clone() for layer in net.layers]

@@ -20,7 +20,7 @@ from dfa_lib.step import CompiledStep
 def test_compiled_training_gives_the_eager_weights_and_history(rule_name, one_thread):
     data = noisy_classification(n=256, d=20, n_test=64)
     torch.manual_seed(0)
-    model = MLP([20, 16, 16, 4], hidden="tanh", output="sigmoid")
+    model = MLP([20, 16, 16, 4], hidden="tanh")
     eager, compiled = copy.deepcopy(model), copy.deepcopy(model)
 
     def rule_for(net):  # one rule per model, the same feedback for both
@@ -42,7 +42,7 @@ def test_compiled_training_gives_the_eager_weights_and_history(rule_name, one_th
 def test_a_step_that_cannot_compile_warns_and_runs_eagerly(one_thread, monkeypatch):
     data = noisy_classification(n=64, d=20, n_test=16)
     torch.manual_seed(0)
-    model = MLP([20, 8, 4], hidden="tanh", output="sigmoid")
+    model = MLP([20, 8, 4], hidden="tanh")
     eager = copy.deepcopy(model)
     train(eager, BP(), data, epochs=1, batch_size=32, lr=0.1, progress=False,
           generator=torch.Generator().manual_seed(0))

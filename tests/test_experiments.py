@@ -62,7 +62,7 @@ def test_train_runs_gives_what_training_one_after_another_gives():
     def prepare(key):
         name, seed = key
         torch.manual_seed(seed)
-        model = MLP([12, 16, 3], hidden="tanh", output="sigmoid")
+        model = MLP([12, 16, 3], hidden="tanh")
         rule = DFA(model, generator=torch.Generator().manual_seed(seed)) if name == "DFA" else None
         from dfa_lib import BP
         return lambda: train(model, rule or BP(), data, epochs=2, batch_size=16, lr=0.1,
@@ -122,7 +122,7 @@ def test_the_recorder_measures_at_the_requested_update_counts_and_after_the_fina
 def test_the_recorder_measures_every_kth_step_of_each_epoch_on_the_training_batch():
     data = task(n=64)
     torch.manual_seed(0)
-    model = MLP([12, 16, 16, 3], hidden="tanh", output="sigmoid")
+    model = MLP([12, 16, 16, 3], hidden="tanh")
     rule = DFA(model, generator=torch.Generator().manual_seed(0))
     recorder = AlignmentRecorder(8, every=3)
     history = train(model, rule, data, epochs=2, batch_size=8, lr=0.1, on_step=recorder.on_step, progress=False)

@@ -19,7 +19,7 @@ def prepared_runs(data):
     for seed in (0, 1):
         for name in ("BP", "DFA"):
             torch.manual_seed(seed)
-            model = MLP([20, 32, 32, 4], hidden="tanh", output="sigmoid")
+            model = MLP([20, 32, 32, 4], hidden="tanh")
             rule = BP() if name == "BP" else DFA(model, scale=0.5, generator=torch.Generator().manual_seed(seed))
             g = torch.Generator().manual_seed(10 + seed)
             jobs[name, seed] = (lambda m=model, r=rule, g=g: train(m, r, data, epochs=3, batch_size=16, lr=0.1,

@@ -35,7 +35,7 @@ def net(seed=0):
 
 def mlp(seed=0):
     torch.manual_seed(seed)
-    return MLP([6, 8, 7, 3], hidden="tanh", output="sigmoid")
+    return MLP([6, 8, 7, 3], hidden="tanh")
 
 
 def linear_layers(model):
@@ -51,7 +51,7 @@ def own_loop_gradients(model, x, labels):
     """One backward pass of the reader's loop (sums over the batch): every weight's and bias's .grad."""
     model.zero_grad(set_to_none=True)
     if isinstance(model, MLP):
-        F.binary_cross_entropy(model(x), F.one_hot(labels, 3).to(x.dtype), reduction="sum").backward()
+        F.binary_cross_entropy_with_logits(model(x), F.one_hot(labels, 3).to(x.dtype), reduction="sum").backward()
     else:
         F.cross_entropy(model(x), labels, reduction="sum").backward()
     return [(layer.weight.grad, layer.bias.grad) for layer in linear_layers(model)]

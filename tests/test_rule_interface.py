@@ -13,7 +13,7 @@ from dfa_lib.stack import stack
 
 def mlp():
     torch.manual_seed(0)
-    return MLP([5, 6, 4, 3], hidden="tanh", output="sigmoid").double()
+    return MLP([5, 6, 4, 3], hidden="tanh").double()
 
 
 def cnn():

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("double_precision")  # float64 identities
 # differently laid-out matrices, which changes the last bit).
 EXACT = dict(rtol=1e-12, atol=1e-15)
 
-PAIRS = [("sigmoid", "bce"), ("softmax", "ce"), ("identity", "mse"), ("tanh", "mse"), ("sigmoid", "mse")]
+LOSSES = ["bce", "ce", "mse"]  # sigmoid, softmax and identity on the logits
 SIZES = [[5, 7, 3], [4, 6, 5, 2], [3, 8, 8, 8, 4]]
 HIDDEN = ["tanh", "sigmoid", "relu", "identity"]
 
@@ -31,7 +31,7 @@ def batch(model, n=11, seed=0, one_hot=True):
 
 def rule_grads(model, rule, x, y, loss):
     cache = model.forward_cached(x)
-    e = output_error(loss, model.output_name, cache.pre[-1], cache.out, y)
+    e = output_error(loss, cache.logits, y)
     compute_grads(model, rule, cache, e, scale=1.0 / len(x))
     return [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
 
@@ -44,24 +44,76 @@ def autograd_grads(model, x, y, loss):
     return grads
 
 
-@pytest.mark.parametrize("sizes,hidden,pair", list(itertools.product(SIZES, HIDDEN, PAIRS)))
-def test_bp_equals_autograd(sizes, hidden, pair):
-    output, loss = pair
+@pytest.mark.parametrize("sizes,hidden,loss", list(itertools.product(SIZES, HIDDEN, LOSSES)))
+def test_bp_equals_autograd(sizes, hidden, loss):
     torch.manual_seed(1)
-    model = MLP(sizes, hidden=hidden, output=output)
-    x, y = batch(model, one_hot=loss != "mse" or output == "sigmoid")
-    if loss == "bce":
-        y = y.clamp(0, 1)
+    model = MLP(sizes, hidden=hidden)
+    x, y = batch(model, one_hot=loss != "mse")
     expected = autograd_grads(model, x, y, loss)
     got = rule_grads(model, BP(), x, y, loss)
     for g, want in zip(got, expected):
         torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_bce_and_ce_on_logits_give_torchs_gradients(hidden):
+    """The MLP returns logits: the library's BP under "bce" is torch's BCEWithLogitsLoss (summed over
+    outputs, averaged over rows), under "ce" torch's cross_entropy, both through plain autograd."""
+    torch.manual_seed(7)
+    model = MLP([5, 7, 6, 3], hidden=hidden)
+    x, y = batch(model, n=13)
+    for loss, torch_loss in [
+        ("bce", lambda logits: torch.nn.BCEWithLogitsLoss(reduction="sum")(logits, y) / len(x)),
+        ("ce", lambda logits: torch.nn.functional.cross_entropy(logits, y.argmax(1))),
+    ]:
+        model.zero_grad(set_to_none=True)
+        torch_loss(model(x)).backward()
+        expected = [p.grad.clone() for p in model.parameters()]
+        for g, want in zip(rule_grads(model, BP(), x, y, loss), expected):
+            torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
+        model.zero_grad(set_to_none=True)
+        per_example_loss(loss, model(x), y).mean().backward()  # the library's loss through autograd: the same
+        for p, want in zip(model.parameters(), expected):
+            torch.testing.assert_close(p.grad, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_output_error_is_the_matched_pairs_y_hat_minus_y_bit_for_bit(dtype):
+    """e = dl/da_L is sigmoid(a) - y, softmax(a) - y, a - y: the very values the fast path always sent back."""
+    torch.manual_seed(8)
+    a, y = 5 * torch.randn(9, 4, dtype=dtype), torch.rand(9, 4, dtype=dtype).round()
+    assert torch.equal(output_error("bce", a, y), torch.sigmoid(a) - y)
+    assert torch.equal(output_error("ce", a, y), torch.softmax(a, dim=-1) - y)
+    assert torch.equal(output_error("mse", a, y), a - y)
+    y = torch.nn.functional.one_hot(torch.randint(0, 4, (9,)), 4).to(dtype)  # ce's derivative needs rows summing to 1
+    with torch.enable_grad():  # and it is the loss's derivative
+        for loss in LOSSES:
+            logits = a.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(per_example_loss(loss, logits, y).sum(), logits)
+            torch.testing.assert_close(g, output_error(loss, a, y))
+
+
+def test_the_training_step_sends_back_sigmoid_of_the_logits_minus_the_target():
+    """train()'s fast path: the error each step hands the rule is exactly sigmoid(a_L) - y under "bce"."""
+    from dfa_lib import Data, train
+
+    torch.manual_seed(9)
+    model = MLP([5, 7, 3], hidden="tanh")
+    x, y = batch(model, n=12)
+    seen = []
+
+    def on_step(history, epoch, step, model, cache, e, signals):
+        seen.append(torch.equal(e, torch.sigmoid(cache.logits) - y))
+
+    train(model, DFA(model), Data(x, y, x, y), epochs=2, batch_size=None, lr=0.1, loss="bce", shuffle=False,
+          on_step=on_step, progress=False)
+    assert seen == [True, True]
+
+
 @pytest.mark.parametrize("sizes,hidden", list(itertools.product(SIZES, HIDDEN)))
 def test_fa_with_transposed_forward_weights_is_bp(sizes, hidden):
     torch.manual_seed(2)
-    model = MLP(sizes, hidden=hidden, output="sigmoid")
+    model = MLP(sizes, hidden=hidden)
     fa = FA(model)
     fa.set_feedback([model.layers[l].weight.T.clone() for l in range(1, len(model.layers))])
     x, y = batch(model)
@@ -74,7 +126,7 @@ def test_fa_with_transposed_forward_weights_is_bp(sizes, hidden):
 @pytest.mark.parametrize("hidden", HIDDEN)
 def test_dfa_one_hidden_layer_with_transposed_output_weights_is_bp(hidden):
     torch.manual_seed(3)
-    model = MLP([6, 9, 4], hidden=hidden, output="sigmoid")
+    model = MLP([6, 9, 4], hidden=hidden)
     dfa = DFA(model)
     dfa.set_feedback([model.layers[1].weight.T.clone()])
     x, y = batch(model)
@@ -87,7 +139,7 @@ def test_dfa_one_hidden_layer_with_transposed_output_weights_is_bp(hidden):
 def test_dfa_is_not_bp_in_a_deep_net():
     """The identity above is special to one hidden layer: deeper, DFA differs from BP."""
     torch.manual_seed(4)
-    model = MLP([6, 9, 9, 4], hidden="tanh", output="sigmoid")
+    model = MLP([6, 9, 9, 4], hidden="tanh")
     dfa = DFA(model)
     dfa.set_feedback([model.layers[1].weight.T @ model.layers[2].weight.T, model.layers[2].weight.T.clone()])
     x, y = batch(model)
@@ -99,11 +151,11 @@ def test_dfa_is_not_bp_in_a_deep_net():
 
 def test_dfa_hidden_signals_by_hand():
     torch.manual_seed(5)
-    model = MLP([5, 7, 6, 3], hidden="tanh", output="sigmoid")
+    model = MLP([5, 7, 6, 3], hidden="tanh")
     dfa = DFA(model, dist="uniform", scale=0.3)
     x, y = batch(model)
     cache = model.forward_cached(x)
-    e = cache.out - y
+    e = torch.sigmoid(cache.logits) - y
     signals = dfa.signals(model, cache, e)
     B1, B2 = dfa.feedback
     h1 = torch.tanh(x @ model.layers[0].weight.T + model.layers[0].bias)
@@ -120,7 +172,7 @@ def test_dfa_hidden_signals_by_hand():
 def test_fa_linear_update_matches_lillicrap_formula():
     """Linear 30-20-10 net: FA's hidden update is Delta W0 = -(B e) x^T (column form)."""
     torch.manual_seed(6)
-    model = MLP([30, 20, 10], hidden="identity", output="identity", bias=False, init=("uniform", 0.01))
+    model = MLP([30, 20, 10], hidden="identity", bias=False, init=("uniform", 0.01))
     fa = FA(model, dist="uniform", scale=0.5)
     x = torch.randn(8, 30)
     y = torch.randn(8, 10)

@@ -23,11 +23,11 @@ def _one_thread(one_thread):
     """Small tensors: one thread."""
 
 
-def nets_and_rules(kind, seeds, sizes=(12, 16, 16, 4), output="sigmoid", init="default"):
+def nets_and_rules(kind, seeds, sizes=(12, 16, 16, 4), init="default"):
     models, rules = [], []
     for s in seeds:
         torch.manual_seed(s)
-        m = MLP(list(sizes), output=output, init=init)
+        m = MLP(list(sizes), init=init)
         g = torch.Generator().manual_seed(100 + s)
         rules.append({"BP": lambda: BP(), "Shallow": lambda: Shallow(m), "FA": lambda: FA(m, generator=g),
                       "DFA": lambda: DFA(m, scale=0.5, generator=g)}[kind]())
@@ -84,7 +84,7 @@ def test_rmsprop_and_a_frozen_first_layer_equal_separate_runs(kind):
 
 
 def test_softmax_cross_entropy_and_sum_reduction():
-    assert_same_runs(*separate_and_batched("DFA", output="softmax", loss="ce", reduction="sum", epochs=2))
+    assert_same_runs(*separate_and_batched("DFA", loss="ce", reduction="sum", epochs=2))
 
 
 def test_a_seed_batch_trains_to_one_history_per_network():
@@ -314,7 +314,7 @@ def test_seeds_on_a_gpu_with_gpu_generators_equal_their_separate_runs():
 
 def test_a_diverged_batch_keeps_every_networks_history_of_the_epochs_before():
     torch.manual_seed(0)
-    model = MLP([12, 16, 4], hidden="identity", output="identity")
+    model = MLP([12, 16, 4], hidden="identity")
     batch = SeedBatch([model, copy.deepcopy(model)])
     with pytest.raises(TrainingDivergedError, match=r"2 seeds.*err\.history") as caught:
         train(batch, BP(), task(), generator=[torch.Generator().manual_seed(s) for s in (0, 1)], epochs=50,

@@ -11,7 +11,7 @@ from dfa_lib.rules import times_derivative
 
 def _cache(hidden, n=5):
     torch.manual_seed(0)
-    model = MLP([7, 6, 5, 3], hidden=hidden, output="sigmoid")
+    model = MLP([7, 6, 5, 3], hidden=hidden)
     return model, model.forward_cached(torch.randn(n, 7))
 
 
@@ -58,7 +58,7 @@ def _train_pair(make_opt, epochs=3, **kw):
     models = []
     for cls in (torch.optim.SGD, _SGDThroughGrad):
         torch.manual_seed(0)
-        model = MLP([6, 8, 8, 3], hidden="tanh", output="sigmoid").double()
+        model = MLP([6, 8, 8, 3], hidden="tanh").double()
         rule = DFA(model, dist="uniform", scale=0.5, generator=torch.Generator().manual_seed(1))
         opt, on_epoch = make_opt(cls, model)
         with warnings.catch_warnings():
@@ -93,7 +93,7 @@ def test_fused_plain_sgd_follows_param_groups_schedulers_and_frozen_layers():
     fused_frozen, through_grad_frozen = _train_pair(make, epochs=2, frozen=(2,))
     _assert_same_weights(fused_frozen, through_grad_frozen)
     torch.manual_seed(0)
-    start = MLP([6, 8, 8, 3], hidden="tanh", output="sigmoid").double()
+    start = MLP([6, 8, 8, 3], hidden="tanh").double()
     assert torch.equal(fused_frozen.layers[1].weight, start.layers[1].weight)
 
 
@@ -101,7 +101,7 @@ def test_momentum_sgd_takes_the_gradient_path():
     from dfa_lib import train
     from conftest import small_classification
 
-    model = MLP([6, 8, 3], hidden="tanh", output="sigmoid")
+    model = MLP([6, 8, 3], hidden="tanh")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     train(model, BP(), small_classification(), epochs=1, batch_size=16, optimizer=opt, progress=False)
     assert all(p.grad is not None for p in model.parameters())

@@ -8,7 +8,7 @@ from dfa_lib.stack import MaskedSGD, per_model_outputs, stack, unstack
 
 def make(seed, rule_cls, sizes=(2, 4, 3, 1)):
     seed_everything(seed)
-    m = MLP(list(sizes), hidden="tanh", output="sigmoid", init="xavier")
+    m = MLP(list(sizes), hidden="tanh", init="xavier")
     r = rule_cls(m, dist="uniform", scale=0.7) if rule_cls in (DFA, FA) else rule_cls()
     return m, r
 

@@ -12,7 +12,7 @@ from dfa_lib.averaging import group_mean_fn
 
 def run(seed=0, epochs=3, **kw):
     seed_everything(seed)
-    model = MLP([6, 8, 8, 3], hidden="tanh", output="sigmoid")
+    model = MLP([6, 8, 8, 3], hidden="tanh")
     rule = DFA(model, dist="uniform", scale=0.5)
     hist = train(model, rule, small_classification(), epochs=epochs, batch_size=16, lr=0.5, progress=False, **kw)
     return model, hist
@@ -40,7 +40,7 @@ def test_batch_averaging_with_batch_size_one_equals_no_averaging():
     results = []
     for averaging in ("none", "batch", "class"):
         seed_everything(3)
-        model = MLP([6, 5, 3], hidden="tanh", output="sigmoid")
+        model = MLP([6, 5, 3], hidden="tanh")
         rule = DFA(model)
         train(model, rule, data, epochs=2, batch_size=1, lr=0.1, averaging=averaging, progress=False,
               generator=torch.Generator().manual_seed(0))
@@ -53,7 +53,7 @@ def test_batch_averaging_with_batch_size_one_equals_no_averaging():
 def test_batch_averaging_is_one_update_from_the_mean_row():
     """Seed 001's master error: average a, h, y_hat and y over the batch, then one outer product."""
     torch.manual_seed(0)
-    model = MLP([4, 5, 2], hidden="tanh", output="sigmoid")
+    model = MLP([4, 5, 2], hidden="tanh")
     x, y = torch.randn(8, 4), torch.nn.functional.one_hot(torch.arange(8) % 2, 2).float()
     before = [p.detach().clone() for p in model.parameters()]
     rule = BP()
@@ -95,7 +95,7 @@ def test_early_stop_on_tolerance():
 
 def test_divergence_names_epoch_and_step():
     seed_everything(0)
-    model = MLP([6, 8, 3], hidden="identity", output="identity")
+    model = MLP([6, 8, 3], hidden="identity")
     with pytest.raises(TrainingDivergedError, match=r"epoch \d+, between steps \d+ and \d+"):
         train(model, BP(), small_classification(), epochs=50, batch_size=16, lr=1e3, loss="mse", progress=False)
 
@@ -137,7 +137,7 @@ def test_wrong_input_width_is_reported():
 def test_xor_with_dfa_learns():
     seed_everything(0)
     x, y = logic_gate("xor", "01")
-    model = MLP([2, 8, 1], hidden="tanh", output="sigmoid", init="xavier")
+    model = MLP([2, 8, 1], hidden="tanh", init="xavier")
     h = train(model, DFA(model, dist="uniform", scale=1.0), Data(x, y, x, y), epochs=2000, batch_size=None,
               lr=0.5, loss="bce", progress=False)
     assert h.test_error[-1] == 0.0
@@ -146,7 +146,7 @@ def test_xor_with_dfa_learns():
 def test_linear_fa_regression_converges():
     data, _ = linear_teacher(seed=0)
     seed_everything(0)
-    model = MLP([30, 20, 10], hidden="identity", output="identity", bias=False, init=("uniform", 0.01)).double()
+    model = MLP([30, 20, 10], hidden="identity", bias=False, init=("uniform", 0.01)).double()
     h = train(model, FA(model), data, epochs=300, batch_size=None, lr=0.1, loss="mse", progress=False)
     assert h.test_error[-1] < 1e-3 < h.test_error[0]
 
@@ -174,7 +174,7 @@ def test_history_records_and_plots():
 
 def test_nan_outputs_under_bce_are_reported_as_divergence_not_a_torch_range_error():
     seed_everything(0)
-    model = MLP([6, 8, 3], hidden="tanh", output="sigmoid")
+    model = MLP([6, 8, 3], hidden="tanh")
     with torch.no_grad():
         model.layers[0].weight[0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match=r"epoch 1, between steps 1 and"):

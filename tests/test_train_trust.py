@@ -36,7 +36,7 @@ def test_mse_run_whose_loss_overflows_while_the_outputs_stay_finite_is_reported(
     """lr=1e4 under squared error: after one epoch the outputs are ~1e20, finite in float32, but their
     squared error is not; the run must not return a history whose test loss is inf."""
     seed_everything(0)
-    model = MLP([6, 32, 32, 3], output="identity")
+    model = MLP([6, 32, 32, 3])
     with pytest.raises(TrainingDivergedError, match="loss became infinite") as err:
         quiet(model, BP(), small(n=256), epochs=1, lr=1e4, loss="mse")
     assert "epoch 1" in str(err.value)
@@ -47,11 +47,11 @@ def test_the_epoch_sums_see_a_training_loss_that_overflows():
     from dfa_lib.step import EpochSums
     from dfa_lib.targets import prepare_targets
 
-    model = MLP([6, 3], output="identity")
+    model = MLP([6, 3])
     batch = prepare_targets(torch.tensor([0, 1, 2, 0]), 3, "mse", 4)
     out = torch.full((4, 3), 1e20)
     sums = EpochSums("cpu")
-    sums.add("mse", out, batch)
+    sums.add("mse", out, out, batch)  # under "mse" the predictions are the logits
     problem = sums.diverged(model, 4)
     assert problem is not None and "loss" in problem, problem
 
@@ -60,7 +60,7 @@ def test_a_diverged_run_carries_the_history_of_the_epochs_it_completed():
     """Chapter 1's linear task at lr=5 learns for a few epochs, then blows up: those epochs are kept."""
     data, _ = linear_teacher(n_in=30, n_out=10, n_samples=100, seed=0)
     seed_everything(0)
-    model = MLP([30, 20, 10], hidden="identity", output="identity", bias=False).double()
+    model = MLP([30, 20, 10], hidden="identity", bias=False).double()
     with pytest.raises(TrainingDivergedError) as err:
         quiet(model, FA(model), data, epochs=200, batch_size=None, lr=5.0, loss="mse", kind="regression")
     history = err.value.history
