@@ -78,14 +78,22 @@ def smooth(values, k: int):
 
 @torch.no_grad()
 def plot_decision_boundary(model, x: torch.Tensor, y: torch.Tensor, ax=None, resolution: int = 200,
-                           margin: float = 0.5, title: str | None = None):
-    """Colour the input plane by a 2-input, 1-output network's output and mark the patterns."""
+                           margin: float = 0.5, title: str | None = None, loss: str | None = "bce"):
+    """Colour the input plane by a 2-input, 1-output network's output and mark the patterns.
+
+    The model returns logits; ``loss`` names the loss whose output function turns them into the
+    output shown (:func:`dfa_lib.losses.predictions`: ``"bce"``, the default, the sigmoid's
+    probability); ``None`` shows the logits themselves.
+    """
+    from .losses import predictions
+
     ax = ax or plt.gca()
     xs = x.detach().cpu().double().numpy()
     lo, hi = xs.min(0) - margin, xs.max(0) + margin
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
     grid = torch.tensor(np.stack([g0.ravel(), g1.ravel()], 1), dtype=next(model.parameters()).dtype)
-    z = model(grid.to(next(model.parameters()).device)).cpu().numpy().reshape(g0.shape)
+    z = model(grid.to(next(model.parameters()).device))
+    z = (z if loss is None else predictions(loss, z)).cpu().numpy().reshape(g0.shape)
     mesh = ax.contourf(g0, g1, z, levels=20, cmap="RdBu_r", alpha=0.8)
     ys = y.detach().cpu().numpy().ravel()
     ax.scatter(xs[:, 0], xs[:, 1], c=ys, cmap="RdBu_r", edgecolors="k", s=120, vmin=ys.min(), vmax=ys.max())
