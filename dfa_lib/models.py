@@ -279,10 +279,13 @@ class MLP(nn.Module):
 def caches_forward(model: nn.Module) -> bool:
     """Whether ``model`` offers what the feedback rules' fast path works on, instead of autograd hooks.
 
-    That is: ``sizes`` (the widths), ``layers`` (its linear layers in order), ``forward_cached(x)``
+    That is: ``sizes`` (the widths), ``n_hidden``, ``layers`` (its linear layers in order),
+    ``activation`` (the hidden :class:`Activation`), ``check_input(x)``, ``forward_cached(x)``
     returning a :class:`ForwardCache`, and ``hidden_derivative(cache, l)``.  An :class:`MLP` and a
     :class:`~dfa_lib.seeds.SeedBatch` do; any other ``nn.Module`` trains through the rules' hooks
     (chapter 10).  :func:`dfa_lib.train`, the rules and the metrics ask this, not the model's type.
     """
-    return (hasattr(model, "sizes") and isinstance(getattr(model, "layers", None), nn.ModuleList)
-            and callable(getattr(model, "forward_cached", None)) and callable(getattr(model, "hidden_derivative", None)))
+    return (hasattr(model, "sizes") and hasattr(model, "n_hidden")
+            and isinstance(getattr(model, "activation", None), Activation)
+            and isinstance(getattr(model, "layers", None), nn.ModuleList)
+            and all(callable(getattr(model, name, None)) for name in ("check_input", "forward_cached", "hidden_derivative")))

@@ -333,3 +333,52 @@ def test_kolen_pollack_with_decoupled_decay_under_adamw_shrinks_the_gap_by_the_d
         opt.step()
     for gap, B, layer in zip(gaps, rule.feedback_parameters, layers):
         torch.testing.assert_close(layer.weight - B, gap * (1 - lr * decay) ** steps, rtol=1e-6, atol=1e-12)
+
+
+class CachedForwardNet(nn.Module):
+    """Not an MLP (no subclass), but it offers what the fast path works on: sizes, n_hidden, layers,
+    activation, check_input, forward_cached and hidden_derivative."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp = mlp
+        self.sizes, self.n_hidden, self.activation = mlp.sizes, mlp.n_hidden, mlp.activation
+
+    def check_input(self, x):
+        self.mlp.check_input(x)
+
+    @property
+    def layers(self):
+        return self.mlp.layers
+
+    def forward(self, x):
+        return self.mlp(x)
+
+    def forward_cached(self, x):
+        return self.mlp.forward_cached(x)
+
+    def hidden_derivative(self, cache, l):
+        return self.mlp.hidden_derivative(cache, l)
+
+
+def test_the_fast_path_is_chosen_by_what_a_model_offers_not_by_its_type():
+    from dfa_lib.models import caches_forward
+    from dfa_lib.seeds import SeedBatch
+
+    torch.manual_seed(0)
+    mlp = MLP([7, 6, 5, 3], hidden="tanh")
+    assert caches_forward(mlp) and caches_forward(SeedBatch([mlp, copy.deepcopy(mlp)]))
+    assert not caches_forward(nn.Sequential(nn.Linear(7, 6), nn.Tanh(), nn.Linear(6, 3)))
+    twin = CachedForwardNet(copy.deepcopy(mlp))
+    assert caches_forward(twin)
+    data = Data(*batch(40, image=False), *batch(10, seed=3, image=False))
+    runs = []
+    for model in (mlp, twin):
+        rule = DFA(model, generator=torch.Generator().manual_seed(2))
+        assert rule.uses_fast_path(model)
+        assert (rule.dist, rule.scale) == ("normal", 1.9)  # DFA's defaults on an MLP (the seed's), not Xavier's
+        runs.append(train(model, rule, data, epochs=2, batch_size=8, lr=0.2, loss="bce",
+                          generator=torch.Generator().manual_seed(4), progress=False))
+    assert runs[0].test_loss == runs[1].test_loss
+    for p, q in zip(mlp.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
