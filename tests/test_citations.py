@@ -9,7 +9,9 @@ gives no number (``none ...``) or cite a place: a seed document's line(s) (``see
 ``Benchmarks.md`` and of the upstream notebook in ``sources/``), each quoted number must also be
 found at the place it cites, to the quoted precision.  The same holds for the constants the
 chapters keep in code with a citation in their comment (``LR = 0.01  # seed 003, line 708``)
-and for BioTorch's table as chapter 11 copies it.
+and for BioTorch's table and settings as chapter 11 copies them (a comment naming BioTorch's
+``Benchmarks.md``, ``datasets/mnist.py``, or its LeNet SGD configuration files, of which the project
+keeps a copy in ``tests/sources/``).
 
 Without ``../shared`` these comparisons skip on a reader's machine and fail in CI, where the
 shared folder is always beside the project.
@@ -30,6 +32,11 @@ SHARED = Path(os.environ.get("DFA_SHARED_DIR", ROOT.parent / "shared"))
 SEEDS = Path(os.environ.get("DFA_SEEDS_DIR", SHARED / "seeds"))
 BIOTORCH_TABLE = SHARED / "sources" / "biotorch-Benchmarks.md"
 UPSTREAM_003 = SHARED / "sources" / "root2116-dfa-70b02d3.txt"
+BIOTORCH_SETTING = SHARED / "sources" / "biotorch-mnist-setting.py.txt"
+# BioTorch states no initial learning rate for MNIST; chapter 11 takes those of its LeNet SGD configuration
+# files (for CIFAR-10), which are not among the shared sources: the project keeps their copy
+BIOTORCH_LENET_SGD = ROOT / "tests" / "sources" / "biotorch-cifar10-le_net-sgd.txt"
+BIOTORCH_CONFIG_NAMES = {"BP": "backprop", "FA": "fa", "DFA": "dfa", "uSF": "usf", "brSF": "brsf", "frSF": "frsf"}
 THEIR_COLUMNS = ("their number", "their rate")
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
 
@@ -178,6 +185,9 @@ def test_biotorch_numbers_are_in_its_table(claim, cell):
         assert matches_to_precision(value, table[method]), f"{claim!r}: BioTorch's {method} is {table[method]}, not {value}"
     leading = NUMBER.findall(cell.split("(", 1)[0])
     assert leading, f"{claim!r}: {cell!r} cites BioTorch's table but quotes no number"
+    if len(pairs) > 2:  # a list of methods' errors (an ordering, or each one's): every one was checked above
+        assert len(pairs) == len(leading), f"{claim!r}: name the method of every number in {cell!r}"
+        return
     if len(pairs) == 2:  # a gap between two methods
         expected = abs(float(pairs[0][1]) - float(pairs[1][1]))
     else:
@@ -251,3 +261,63 @@ def test_chapter_11_copies_biotorchs_table():
     table = biotorch_mnist()
     for method, value in copied.items():
         assert value == pytest.approx(table[method]), f"chapter 11's BioTorch {method} is {value}, Benchmarks.md says {table[method]}"
+
+
+# ---- BioTorch's settings as chapter 11 keeps them in code ---------------------------------------------
+
+BIOTORCH_SOURCES = {  # what a comment names -> the copy it is checked against
+    "Benchmarks.md": "benchmarks",
+    "datasets/mnist.py": "mnist.py",
+    "benchmark_configs/cifar10/le_net/sgd": "lenet-sgd",
+}
+
+
+def biotorch_constants() -> list[tuple[str, str, str]]:
+    """(chapter, code, source) for every code line with a number whose comment names one of BioTorch's files."""
+    found = []
+    for chapter in CHAPTERS:
+        for cell in json.loads(chapter.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            for line in "".join(cell["source"]).splitlines():
+                code, _, comment = line.partition("#")
+                source = next((key for name, key in BIOTORCH_SOURCES.items() if name in comment), None)
+                if source and NUMBER.search(re.sub(r"\"[^\"]*\"|'[^']*'", "", code)):
+                    found.append((chapter.name, code.strip(), source))
+    return found
+
+
+def benchmarks_mnist_settings() -> list[float]:
+    """The numbers of the prose of Benchmarks.md's MNIST section (its settings; not the table)."""
+    section = BIOTORCH_TABLE.read_text().split("## MNIST", 1)[1].split("## CIFAR", 1)[0]
+    return [v for line in section.splitlines() if not line.lstrip().startswith("|") for v in numbers_in(line)]
+
+
+def lenet_sgd_rates() -> dict[str, float]:
+    """Each rule's initial learning rate in the copy of BioTorch's LeNet SGD configuration files."""
+    parts = re.split(r"^## benchmark_configs/cifar10/le_net/sgd/(\w+)\.yaml$", BIOTORCH_LENET_SGD.read_text(), flags=re.M)
+    files = dict(zip(parts[1::2], parts[2::2]))
+    return {rule: float(re.search(r"^\s+lr:\s*(\S+)", files[name], re.M).group(1))
+            for rule, name in BIOTORCH_CONFIG_NAMES.items()}
+
+
+def test_chapter_11_cites_biotorchs_settings():
+    sources = {source for _, _, source in biotorch_constants()}
+    assert sources == set(BIOTORCH_SOURCES.values()), f"chapter 11's citing comments were not all found: {sources}"
+    assert len(biotorch_constants()) >= 5
+
+
+@pytest.mark.parametrize("chapter,code,source", biotorch_constants(), ids=lambda s: str(s)[:40])
+def test_biotorch_settings_are_in_its_files(chapter, code, source):
+    if source == "lenet-sgd":  # a dict of initial rates by rule
+        copied = ast.literal_eval(code.split("=", 1)[1].strip())
+        rates = lenet_sgd_rates()
+        for rule, lr in copied.items():
+            assert lr == pytest.approx(rates[rule]), f"{chapter}: BioTorch's LeNet SGD rate for {rule} is {rates[rule]}, not {lr}"
+        return
+    path = BIOTORCH_TABLE if source == "benchmarks" else BIOTORCH_SETTING
+    need(path)
+    found = benchmarks_mnist_settings() if source == "benchmarks" else numbers_in(path.read_text())
+    for q in NUMBER.findall(re.sub(r"\"[^\"]*\"|'[^']*'", "", code)):
+        assert found_in(q, found), f"{chapter}: {q} in `{code}` is not in {path.name}" + (
+            "'s MNIST settings" if source == "benchmarks" else "")
