@@ -166,14 +166,18 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     saved = _ModelState(model)
     try:
         with torch.enable_grad():
-            graph.active = False  # the full graph: BP's gradients are plain autograd on it
+            graph.active, graph.measuring = True, True  # every layer's input cut, both rules' handlers on the taps
             mean_loss, targets = _mean_loss(model, x, y, loss)
-            bp_signals, bp_updates = _bp_gradients(graph, mean_loss)
-            rule.observe_target(targets)  # DRTP's handler takes it, once, in _rule_gradients
-            signals, updates = _rule_gradients(rule, graph, mean_loss)
+            blocks = graph.block_outputs()
+            weights = [layer.weight for layer in graph.layers[:-1]]
+            graph.backward_mode = "bp"
+            bp_signals, bp_updates = _measured(mean_loss, blocks, weights)
+            rule.observe_target(targets)  # DRTP's handler takes it, once, in the rule's backward
+            graph.backward_mode = "rule"
+            signals, updates = _measured(mean_loss, blocks, weights)
     finally:
-        graph.active = was_active
-        graph.inputs, graph.outputs = [], []  # drop the measuring pass's autograd graph
+        graph.active, graph.measuring, graph.backward_mode = was_active, False, "rule"
+        graph.inputs, graph.outputs, graph.point_inputs = [], [], []  # drop the measuring pass's autograd graph
         saved.restore()
 
     def angle(a, b):
@@ -227,6 +231,15 @@ def _grad(output: torch.Tensor, wrt: torch.Tensor, grad_output: torch.Tensor | N
         return None
     (g,) = torch.autograd.grad(output, wrt, grad_output, retain_graph=True, allow_unused=True)
     return g
+
+
+def _measured(mean_loss: torch.Tensor, blocks: list, weights: list) -> tuple:
+    """The gradients of ``mean_loss`` at the block outputs and at the weights, from one backward on the
+    measuring pass's graph (its taps give the rule's or BP's gradients, :meth:`RuleGraph.measuring_tap`)."""
+    wanted = [t for t in blocks + weights if t.requires_grad]
+    got = torch.autograd.grad(mean_loss, wanted, retain_graph=True, allow_unused=True) if wanted else ()
+    found = {id(t): g for t, g in zip(wanted, got)}
+    return [found.get(id(h)) for h in blocks], [found.get(id(w)) for w in weights]
 
 
 def _bp_gradients(graph, mean_loss: torch.Tensor) -> tuple:
