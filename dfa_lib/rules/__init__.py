@@ -56,11 +56,13 @@ One module per family:
 
 Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
 """
+from .attention import SelfAttention, split_attention
 from .backprop import BP, Shallow
 from .base import FeedbackRule, detach, rule_of, times_derivative
 from .drtp import DRTP
 from .graph import learning_layers
 from .kolen_pollack import KolenPollack
+from .points import FeedbackPoint
 from .random_feedback import DFA, FA, RandomFeedback, fan_in_scale, init_feedback, nokland_scale
 from .sign_symmetry import BRSF, FRSF, USF, SignSymmetry
 
@@ -85,4 +87,5 @@ def make_rule(name: str, model, **kwargs) -> FeedbackRule:
 
 __all__ = ["BP", "Shallow", "FA", "DFA", "USF", "FRSF", "BRSF", "SignSymmetry", "KolenPollack", "DRTP",
            "FeedbackRule", "RandomFeedback", "RULES", "make_rule", "learning_layers",
-           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative", "rule_of", "detach"]
+           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative", "rule_of", "detach",
+           "FeedbackPoint", "SelfAttention", "split_attention"]

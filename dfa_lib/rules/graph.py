@@ -604,9 +604,13 @@ def point_io_shapes(model: nn.Module, points: list, example_input) -> tuple:
                          "pass: pass example_input=x[:1] (one input row) when you build the rule")
     _check_example_input(example_input)
     shapes, handles = {}, []
+    def record(j):
+        def hook(module, args, out):
+            shapes.setdefault(j, tuple(out.shape[1:]))
+        return hook
+
     for j, point in enumerate(points):
-        handles.append(point.register_forward_hook(
-            lambda module, args, out, j=j: shapes.setdefault(j, tuple(out.shape[1:]))))
+        handles.append(point.register_forward_hook(record(j)))
     was_training = model.training
     model.eval()
     try:
