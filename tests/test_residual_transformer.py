@@ -337,3 +337,43 @@ def test_alignment_per_feedback_point():
     # a measuring pass leaves no gradient behind and training still works after it
     assert all(p.grad is None for p in model.parameters())
     assert all(g is not None for g in gradients(model, x, y))
+
+
+class Lists(nn.Module):
+    """The residual MLP with its layers in two lists: registered W1, W1', W2, W2', run W1, W2, W1', W2'."""
+
+    def __init__(self, width=6):
+        super().__init__()
+        self.stem = nn.Linear(4, width)
+        self.w1 = nn.ModuleList(nn.Linear(width, width) for _ in range(2))
+        self.w2 = nn.ModuleList(nn.Linear(width, width) for _ in range(2))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        for w1, w2 in zip(self.w1, self.w2):
+            h = h + w2(torch.tanh(w1(h)))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("Rule", [FA, USF, KolenPollack])
+def test_the_fa_family_takes_layers_in_any_registration_order(Rule):
+    """Each learning layer's backward uses its own B: no chain, so the order the layers are defined in is free."""
+    torch.manual_seed(0)
+    model = Lists()
+    x, y = residual_batch()
+    reference = gradients(model, x, y)
+    rule = Rule(model, weight_decay=0.0) if Rule is KolenPollack else Rule(model)
+    layers = __import__("dfa_lib").learning_layers(model)
+    with torch.no_grad():
+        if Rule is FA:
+            rule.set_feedback([l.weight.detach().transpose(0, 1) for l in layers[1:]])
+        elif Rule is KolenPollack:
+            for layer, B in zip(layers[1:], rule.feedback_parameters):
+                B.copy_(layer.weight)
+    got = gradients(model, x, y)
+    if Rule is USF:  # sign(W) scaled: not BP, but every parameter trained and the skip path exact at the stem
+        assert all(g is not None for g in got)
+    else:
+        assert_same_gradients(got, reference)
+    assert len(alignment(model, rule, x, y)["signal"]) == 5

@@ -160,13 +160,19 @@ class _PreHook:
             return None
         if self.k == 0:
             graph.start_forward()
-        elif len(graph.inputs) != self.k:
+        elif graph.in_order:
+            if len(graph.inputs) != self.k:
+                raise RuntimeError(graph.order_message(self.k))
+        elif not graph.inputs or graph.inputs[self.k] is not None:
             raise RuntimeError(graph.order_message(self.k))
         x = args[0]
         shapes = graph.block_shapes
         if shapes is not None and self.k > 0 and x.shape[1:] != shapes[self.k - 1]:
             raise ValueError(graph.block_shape_message(self.k, x))
-        graph.inputs.append(x)
+        if graph.in_order:
+            graph.inputs.append(x)
+        else:
+            graph.inputs[self.k] = x
         if graph.active and (graph.measuring or (graph.cuts_layers and graph.rule.cuts(self.k, graph.n_layers))):
             return (x.detach(),) + tuple(args[1:])
         return None
@@ -182,9 +188,14 @@ class _PostHook:
         graph = self.graph
         if not torch.is_grad_enabled():
             return None
-        if len(graph.inputs) != self.k + 1:
-            raise RuntimeError(graph.order_message(self.k))
-        graph.outputs.append(out)
+        if graph.in_order:
+            if len(graph.inputs) != self.k + 1:
+                raise RuntimeError(graph.order_message(self.k))
+            graph.outputs.append(out)
+        else:
+            if not graph.inputs or graph.inputs[self.k] is None or graph.outputs[self.k] is not None:
+                raise RuntimeError(graph.order_message(self.k))
+            graph.outputs[self.k] = out
         if graph.active and graph.measuring:
             handler, kept = graph.measuring_tap(self.k, layer)
         else:
@@ -337,6 +348,9 @@ class RuleGraph:
         self.point_shapes = self.block_shapes if self.points else None
         if self.points:
             self.block_shapes = None  # the learning layers' inputs are not block outputs here
+        # DFA's and DRTP's default blocks form a chain, so the layers must run in registration order; every other
+        # rule treats each layer on its own (the first registered must run first: it starts the forward pass)
+        self.in_order = self.block_shapes is not None
         self.active = True
         self.measuring = False  # a measuring pass (dfa_lib.alignment): both rules' gradients on one graph
         self.backward_mode = "rule"  # under a measuring pass: "rule" or "bp", the gradients the next backward gives
@@ -360,7 +374,11 @@ class RuleGraph:
             self.handles.append(model.register_forward_hook(_OutputTap(self)))
 
     def start_forward(self) -> None:
-        self.inputs, self.outputs, self.last_output = [], [], None
+        if self.in_order:
+            self.inputs, self.outputs = [], []
+        else:
+            self.inputs, self.outputs = [None] * self.n_layers, [None] * self.n_layers
+        self.last_output = None
         self.follow_model()
         self.rule.start_forward(self)
 
@@ -404,16 +422,20 @@ class RuleGraph:
 
     def order_message(self, k: int) -> str:
         """Why learning layer ``k`` cannot run now, in the model's terms."""
-        done = len(self.outputs)
-        if len(self.inputs) > k:
+        done = len(self.outputs) if self.in_order else 0
+        if len(self.inputs) > k and self.inputs[k] is not None:
             what = (f"learning layer {self._layer(k)} ran a second time in one forward pass (a layer used twice, "
                     "e.g. shared weights)")
         else:
             what = (f"learning layer {self._layer(k)} ran before {self._layer(done)}, which is registered before it: "
                     "the layers ran in another order than they are defined in __init__")
-        return (f"{what}. {self.rule.name} takes the nn.Linear/nn.Conv2d layers as a chain in the order "
-                "model.modules() lists them, each run once per forward pass: define them in __init__ in the order "
-                "forward uses them, give each use its own layer, or train this model with BP")
+        if self.in_order:
+            return (f"{what}. {self.rule.name} takes the nn.Linear/nn.Conv2d layers as a chain in the order "
+                    "model.modules() lists them, each run once per forward pass: define them in __init__ in the order "
+                    "forward uses them, give each use its own layer, or train this model with BP")
+        return (f"{what}. {self.rule.name} needs each nn.Linear/nn.Conv2d layer run once per forward pass, the first "
+                "one registered in __init__ first: define the input layer first, give each use its own layer, or "
+                "train this model with BP")
 
     def block_shape_message(self, k: int, x: torch.Tensor) -> str:
         expected, got = self.block_shapes[k - 1], tuple(x.shape[1:])
@@ -430,8 +452,9 @@ class RuleGraph:
                 "example_input=x[:1] taken from the data you train on")
 
     def check_all_layers_ran(self) -> None:
-        if len(self.outputs) != self.n_layers:
-            missing = ", ".join(self._layer(k) for k in range(len(self.outputs), self.n_layers))
+        ran = [k for k, out in enumerate(self.outputs) if out is not None]
+        if len(ran) != self.n_layers:
+            missing = ", ".join(self._layer(k) for k in range(self.n_layers) if k not in ran)
             raise RuntimeError(
                 f"the forward pass did not run learning layer(s) {missing} as modules: {self.rule.name} treats every "
                 "nn.Linear/nn.Conv2d of the model as a layer of the chain, the last one as the output layer. "
@@ -502,7 +525,8 @@ class RuleGraph:
         # a graph pickled before these attributes existed: its model was checked then
         self.__dict__.update(block_shapes=None, last_output=None, placement=None, checked=True, check_handle=None,
                              names=[""] * len(state.get("layers", ())), points=[], point_inputs=[], point_shapes=None,
-                             cuts_layers=True, measuring=False, backward_mode="rule")
+                             cuts_layers=True, measuring=False, backward_mode="rule",
+                             in_order=state.get("block_shapes") is not None)
         self.__dict__.update(state)
 
 
