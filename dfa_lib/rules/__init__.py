@@ -52,7 +52,10 @@ One module per family:
 - :mod:`.kolen_pollack`    Kolen-Pollack (feedback weights that learn W's update);
 - :mod:`.drtp`             DRTP (the target, not the error, projected to every hidden block);
 - :mod:`.graph`            the autograd path that applies any of them to any model of
-                           ``nn.Linear``/``nn.Conv2d`` layers (chapters 10 and 11).
+                           ``nn.Linear``/``nn.Conv2d`` layers (chapters 10 and 11), residual
+                           networks and transformers included (chapter 12);
+- :mod:`.points`           :class:`FeedbackPoint`, where DFA's and DRTP's blocks end;
+- :mod:`.attention`        :func:`split_attention`: ``nn.MultiheadAttention`` as two ``nn.Linear`` layers.
 
 Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
 """

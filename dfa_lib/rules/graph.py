@@ -1,41 +1,62 @@
 """Any model: how a rule reaches the learning layers of an ordinary ``nn.Module``.
 
-A network is a chain of *learning layers* (``nn.Linear`` and ``nn.Conv2d``) with anything
-between them (activations, pooling, ``nn.Flatten``, dropout, batch norm).  A *block* is a
-learning layer and everything after it up to the next learning layer; the block's output is
-the next learning layer's input.  A rule only decides which gradient each block output gets:
+*Learning layers* are the model's ``nn.Linear`` and ``nn.Conv2d`` modules (an attention's
+projections become such layers with :func:`dfa_lib.split_attention`).  What each rule means on
+any graph, a residual network or a transformer included (chapters 10, 11 and 12):
 
-- BP: autograd through the whole chain (nothing to do: no hooks).
-- FA, sign symmetry, Kolen-Pollack: the gradient at a layer's input is computed with a
-  backward weight ``B`` (shape of ``W``) in place of ``W``.
-- DFA, DRTP: the gradient at every block output comes straight from the output error (DFA) or
-  the target (DRTP) through one matrix product.
-- Shallow: no gradient reaches a hidden block.
+- BP: autograd through the whole graph (nothing to do: no hooks).
+- FA, sign symmetry (uSF, frSF, brSF), Kolen-Pollack: each learning layer's backward sends the
+  gradient at its output down to its input through a backward weight ``B`` (shape of ``W``) in
+  place of ``W``; its own weight gradient is the true one (output gradient times the true input).
+  Every other operation keeps its true derivative: the skip addition ``x + f(x)``, attention's
+  products of activations and its softmax, layer norm, pooling, activations (as BioTorch does).
+  On a residual stream the gradient therefore flows through the skip path exactly and through
+  each learning layer via ``B``.  No blocks are needed, and the layers may be registered in any
+  order (the first registered must run first), each run once per forward pass.
+- DFA, DRTP: the gradient at every *block* output comes straight from the output error (DFA) or
+  the target (DRTP) through one matrix product, and backprop runs only inside a block.  By
+  default a block is a learning layer and everything after it up to the next learning layer, a
+  chain; a skip connection or a branch between them is refused at the first forward pass (it
+  would carry one block's signal into another), asking for :class:`~dfa_lib.FeedbackPoint`
+  modules, which mark the blocks instead (:mod:`.points`: each block hears only its own signal,
+  as in TinyDFA and Launay et al. 2020).
+- Shallow: no gradient reaches a hidden block: only the last learning layer (and what follows it)
+  learns; feedback points change nothing.
 
 The mechanism, for every rule but BP: a forward pre-hook on each learning layer cuts the
 graph at its input (the layer sees a detached copy; the attached tensor is kept), and a
 forward hook wraps the layer's output in :class:`_Tap`, an identity whose backward receives
-the gradient at that output and returns the gradients of the kept block outputs.  One
-ordinary ``loss.backward()`` then gives every weight its gradient, conv or not, and no rule
-but BP runs the backward chain.  The book explains it in chapter 10; chapter 11 uses it on a
-convolutional network.
+the gradient at that output and returns the gradients of kept tensors (FA: its own input,
+through ``B``; DFA: every block output, from the last layer's tap).  One ordinary
+``loss.backward()`` then gives every weight its gradient, conv or not, and autograd carries the
+true derivative of everything between learning layers.  With feedback points (DFA, DRTP), the
+layers are left alone; each point cuts the graph at its input instead and a tap on the model's
+output sends the projected signal to every point.  The book explains it in chapter 10; chapter 11
+uses it on a convolutional network, chapter 12 on a transformer.  :func:`dfa_lib.alignment` uses
+a *measuring* pass of the same hooks (:meth:`RuleGraph.measuring_tap`) to get BP's and the rule's
+gradients from one forward pass.
 
 What trains every parameter (checked when the rule is attached, :func:`check_parameters`):
 
 - the weight and bias of every ``nn.Linear`` and ``nn.Conv2d``: the rule;
 - the affine parameters of normalisation layers (``BatchNorm1d/2d/3d``, ``LayerNorm``,
-  ``GroupNorm``) inside a block: trained *locally*, by autograd from the signal the rule gives
-  the block's output back to the block's learning layer (the gradient a norm layer after the
-  last learning layer receives is exact);
+  ``GroupNorm``): trained by autograd from the signal the rule gives the output they feed
+  (inside a block: *locally*; on a residual stream: the true derivative of what reaches them);
 - parameters with ``requires_grad=False``: nothing (frozen);
-- any other parameter (``nn.Embedding``, ``nn.LSTM``, ``nn.Conv1d``, ``nn.MultiheadAttention``,
-  an ``nn.Parameter`` used in ``forward``): refused, with the modules' names.
+- with feedback points (DFA, DRTP): every parameter, by backprop inside its block (an
+  ``nn.Embedding`` before the first point from that point's signal, the head after the last
+  point from the loss);
+- otherwise any other parameter (``nn.Embedding``, ``nn.LSTM``, ``nn.Conv1d``, an unsplit
+  ``nn.MultiheadAttention``, an ``nn.Parameter`` used in ``forward``): refused, with the modules'
+  names (an embedding before the first learning layer would never learn: no rule but BP sends a
+  gradient below the first learning layer).
 
 At the first forward pass with gradients the model is checked once more (:class:`_FirstForwardCheck`):
 it must return one tensor of scores that depends on the last registered learning layer, every
-learning layer must have run, and no trained parameter may sit before the first learning layer,
-where the rule cuts the graph.  Later forward passes cost a few tuple compares: the block shapes
-DFA was built for, and the device and dtype the rule's matrices must follow (``model.to(...)``).
+learning layer must have run, no trained parameter may sit before the first learning layer,
+where the rule cuts the graph, and DFA's and DRTP's default blocks must form a chain.  Later
+forward passes cost a few tuple compares: the block shapes DFA was built for, and the device and
+dtype the rule's matrices must follow (``model.to(...)``).
 """
 from __future__ import annotations
 
@@ -245,11 +266,13 @@ class _PointHook:
         graph = self.graph
         if not torch.is_grad_enabled() or not graph.active:
             return None
-        if len(graph.point_inputs) != self.j:
+        seen = len(graph.point_inputs)
+        if seen != self.j:
+            when = "a second time" if seen > self.j else f"before point {seen}"
             raise RuntimeError(
-                f"feedback point {self.j} ran {'twice' if len(graph.point_inputs) > self.j else 'before point ' + str(len(graph.point_inputs))}"
-                f" in one forward pass: {graph.rule.name} takes the FeedbackPoint modules in the order model.modules() "
-                "lists them, each run once per forward pass: define them in __init__ in the order forward uses "
+                f"feedback point {self.j} ran {when} in one forward pass: {graph.rule.name} takes the FeedbackPoint "
+                "modules in the order model.modules() lists them, each run once per forward pass: define them in "
+                "__init__ in the order forward uses "
                 "them, and give each block its own point")
         expected = graph.point_shapes[self.j]
         if tuple(x.shape[1:]) != expected:
