@@ -377,3 +377,21 @@ def test_the_fa_family_takes_layers_in_any_registration_order(Rule):
     else:
         assert_same_gradients(got, reference)
     assert len(alignment(model, rule, x, y)["signal"]) == 5
+
+
+def test_a_copied_model_with_points_carries_its_rule_and_detach_takes_all_its_hooks_off():
+    import copy
+
+    import dfa_lib
+
+    model = transformer(point=True)
+    x, y = token_batch()
+    reference = gradients(model, x, y)
+    DFA(model, example_input=x[:1])
+    twin = copy.deepcopy(model)
+    assert dfa_lib.rule_of(twin) is not None
+    dfa_lib.detach(twin)
+    assert dfa_lib.rule_of(twin) is None
+    assert_same_gradients(gradients(twin, x, y), reference)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)  # the points are the identity
