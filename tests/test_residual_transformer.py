@@ -395,3 +395,45 @@ def test_a_copied_model_with_points_carries_its_rule_and_detach_takes_all_its_ho
     assert_same_gradients(gradients(twin, x, y), reference)
     with torch.no_grad():
         torch.testing.assert_close(model(x), twin(x), rtol=0, atol=0)  # the points are the identity
+
+
+class Encoder(nn.Module):
+    """PyTorch's nn.TransformerEncoder (two layers) between a linear embedding and a mean-pooled head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(4, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+def test_pytorchs_transformer_encoder_takes_fa_and_dfa_with_a_point_after_each_layer():
+    import dfa_lib
+
+    torch.manual_seed(0)
+    model = split_attention(Encoder())
+    x, y = token_batch()
+    reference = gradients(model, x, y)
+    fa_with_forward_weights(model)
+    assert_same_gradients(gradients(model, x, y), reference)
+    dfa_lib.detach(model)
+    dfa_lib.add_feedback_points(model.encoder.layers)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
+    assert_same_gradients(gradients(model, x, y), reference)  # points are the identity without DFA
+    rule = DFA(model, example_input=x[:1])
+    assert [tuple(B.shape) for B in rule.feedback] == [(24, 3), (24, 3)]
+    got = dict(zip([n for n, _ in model.named_parameters()], gradients(model, x, y)))
+    assert all(g is not None for g in got.values())
+    e = output_error(model, x, y)
+    # the last layer's block: backprop of e B_2^T from its point, the first layer's output a constant
+    first = model.encoder.layers[0].module(model.embed(x)).detach()
+    out = model.encoder.layers[1].module(first)
+    hand = torch.autograd.grad(out, model.encoder.layers[1].module.linear1.weight,
+                               (e @ rule.feedback[1].T).view_as(out))[0]
+    torch.testing.assert_close(got["encoder.layers.1.module.linear1.weight"], hand, rtol=0, atol=1e-12)
+    assert len(alignment(model, rule, x, y)["signal"]) == 2

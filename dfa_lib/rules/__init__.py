@@ -65,7 +65,7 @@ from .base import FeedbackRule, detach, rule_of, times_derivative
 from .drtp import DRTP
 from .graph import learning_layers
 from .kolen_pollack import KolenPollack
-from .points import FeedbackPoint
+from .points import FeedbackPoint, add_feedback_points
 from .random_feedback import DFA, FA, RandomFeedback, fan_in_scale, init_feedback, nokland_scale
 from .sign_symmetry import BRSF, FRSF, USF, SignSymmetry
 
@@ -91,4 +91,4 @@ def make_rule(name: str, model, **kwargs) -> FeedbackRule:
 __all__ = ["BP", "Shallow", "FA", "DFA", "USF", "FRSF", "BRSF", "SignSymmetry", "KolenPollack", "DRTP",
            "FeedbackRule", "RandomFeedback", "RULES", "make_rule", "learning_layers",
            "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative", "rule_of", "detach",
-           "FeedbackPoint", "SelfAttention", "split_attention"]
+           "FeedbackPoint", "add_feedback_points", "SelfAttention", "split_attention"]

@@ -50,3 +50,42 @@ class FeedbackPoint(nn.Module):
 def feedback_points(model: nn.Module) -> list:
     """The :class:`FeedbackPoint` modules of ``model``, in registration order."""
     return [m for m in model.modules() if isinstance(m, FeedbackPoint)]
+
+
+class WithFeedbackPoint(nn.Module):
+    """``module`` followed by a :class:`FeedbackPoint`: ``point(module(*args, **kwargs))``.
+
+    For blocks whose forward you do not write, such as the layers of ``nn.TransformerEncoder``:
+    :func:`add_feedback_points` puts one after each.  Attributes the wrapped module has (an encoder
+    layer's ``self_attn``, ``norm1`` ...) are read through, so code that inspects the layers still works.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.point = FeedbackPoint()
+
+    def forward(self, *args, **kwargs):
+        return self.point(self.module(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("module"), name)
+
+
+def add_feedback_points(layers: nn.ModuleList) -> nn.ModuleList:
+    """Put a :class:`FeedbackPoint` after every module of ``layers`` (in place) and return ``layers``.
+
+    ``add_feedback_points(model.encoder.layers)`` marks each layer of an ``nn.TransformerEncoder``
+    as one DFA/DRTP block, the point on the residual stream after the layer's last layer norm: the
+    placement of Launay et al.'s transformer (module docstring).  Chapter 12.
+    """
+    if not isinstance(layers, (nn.ModuleList, nn.Sequential)):
+        raise TypeError(f"add_feedback_points takes an nn.ModuleList or nn.Sequential of blocks (e.g. "
+                        f"model.encoder.layers), got {type(layers).__name__}")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, WithFeedbackPoint):
+            layers[i] = WithFeedbackPoint(layer)
+    return layers
