@@ -437,3 +437,24 @@ def test_pytorchs_transformer_encoder_takes_fa_and_dfa_with_a_point_after_each_l
                                (e @ rule.feedback[1].T).view_as(out))[0]
     torch.testing.assert_close(got["encoder.layers.1.module.linear1.weight"], hand, rtol=0, atol=1e-12)
     assert len(alignment(model, rule, x, y)["signal"]) == 2
+
+
+@pytest.mark.parametrize("name", ["bp", "fa", "dfa", "shallow", "usf", "frsf", "brsf", "kp", "drtp"])
+def test_every_rule_trains_the_transformer_with_train_in_one_line(name):
+    import dfa_lib
+
+    model = transformer(point=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 3, 4, generator=g)
+    y = x[:, :, :3].sum(1).argmax(1)
+    before = [p.detach().clone() for p in model.parameters()]
+    rule = dfa_lib.make_rule(name, model, example_input=x[:1], generator=torch.Generator().manual_seed(1))
+    history = dfa_lib.train(model, rule, dfa_lib.Data(x[:32], y[:32], x[32:], y[32:]), epochs=1, batch_size=16,
+                            lr=0.05, loss="ce", progress=False)
+    assert history is not None
+    moved = [not torch.equal(p, q) for p, q in zip(model.parameters(), before)]
+    assert moved[-2] and moved[-1]  # the head learns under every rule
+    assert all(moved) or name == "shallow"
+    if name != "bp":
+        angles = dfa_lib.alignment(model, rule, x[:16], y[:16])
+        assert len(angles["signal"]) == (1 if name in ("dfa", "drtp") else len(dfa_lib.learning_layers(model)) - 1)
