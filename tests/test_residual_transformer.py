@@ -169,26 +169,26 @@ def test_fa_on_a_residual_block_by_hand():
 
 
 def test_usf_with_unit_weights_is_bp():
-    """uSF with scale sqrt(3) sends sign(W) back: with every |w| = 1 that is W itself."""
+    """uSF with scale sqrt(3) sends sign(W) back: with every |w| = 1 that is W itself, so uSF is BP."""
     model = transformer()
     with torch.no_grad():
-        for layer in [model.encoder.self_attn.in_proj, model.encoder.self_attn.out_proj, model.encoder.linear1,
-                      model.encoder.linear2, model.head]:
-            layer.weight.copy_(layer.weight.sign() * 0.25)  # |w| equal within each layer
+        for layer in __import__("dfa_lib").learning_layers(model):
+            layer.weight.copy_(layer.weight.sign())
     x, y = token_batch()
     reference = gradients(model, x, y)
-    with torch.no_grad():
-        for layer in [model.encoder.self_attn.in_proj, model.encoder.self_attn.out_proj, model.encoder.linear1,
-                      model.encoder.linear2, model.head]:
-            layer.weight.mul_(4)
     USF(model, scale=math.sqrt(3.0))
-    got = gradients(model, x, y)
-    # with |w| = 1 instead of 0.25 the forward differs, so compare uSF to BP on the same unit weights
+    assert_same_gradients(gradients(model, x, y), reference)
+
+
+def test_dfa_with_one_point_and_b_the_heads_transpose_is_bp_on_a_residual_block():
+    """One block, one point before the head: e B^T with B = H^T is the true gradient at the point."""
     torch.manual_seed(0)
-    detached = transformer()
-    detached.load_state_dict(model.state_dict())
-    assert_same_gradients(got, gradients(detached, x, y))
-    assert reference is not None
+    model = ResidualMLP(blocks=1, points=True)
+    x, y = residual_batch()
+    reference = gradients(model, x, y)
+    rule = DFA(model, example_input=x[:1])
+    rule.set_feedback([model.head.weight.detach().T])
+    assert_same_gradients(gradients(model, x, y), reference)
 
 
 def test_kolen_pollack_b_learns_ws_gradient_on_the_transformer():
