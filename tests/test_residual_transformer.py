@@ -49,10 +49,11 @@ class ResidualMLP(nn.Module):
 class TinyTransformer(nn.Module):
     """Tokens (N, T, 4) -> linear embedding -> one nn.TransformerEncoderLayer -> mean over T -> head."""
 
-    def __init__(self, point=False, embedding=False):
+    def __init__(self, point=False, embedding=False, norm_first=False):
         super().__init__()
         self.embed = nn.Embedding(5, 8) if embedding else nn.Linear(4, 8)
-        self.encoder = nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoderLayer(8, 2, dim_feedforward=12, dropout=0.0, batch_first=True,
+                                                  norm_first=norm_first, activation="gelu" if norm_first else "relu")
         self.point = FeedbackPoint() if point else nn.Identity()
         self.head = nn.Linear(8, 3)
 
@@ -131,7 +132,8 @@ def test_bp_through_the_hooks_is_autograd(make, batch):
 
 
 # ------------------------------------------------------------------ FA family: B in place of W, every other derivative true
-@pytest.mark.parametrize("make,batch", [(lambda: ResidualMLP(), residual_batch), (transformer, token_batch)])
+@pytest.mark.parametrize("make,batch", [(lambda: ResidualMLP(), residual_batch), (transformer, token_batch),
+                                        (lambda: transformer(norm_first=True), token_batch)])
 def test_fa_with_b_equal_to_w_is_bp_on_every_parameter(make, batch):
     """Layer norm, the skip additions, attention's products and softmax: all trained exactly."""
     model = make()
