@@ -34,8 +34,11 @@ from .rules import (
     FA,
     FRSF,
     USF,
+    FeedbackPoint,
+    add_feedback_points,
     FeedbackRule,
     KolenPollack,
+    SelfAttention,
     Shallow,
     detach,
     init_feedback,
@@ -43,6 +46,7 @@ from .rules import (
     make_rule,
     nokland_scale,
     rule_of,
+    split_attention,
 )
 from .seeds import SeedBatch, batch_rules
 from .stats import spread
@@ -55,7 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BP", "DFA", "FA", "Shallow", "USF", "FRSF", "BRSF", "KolenPollack", "DRTP", "FeedbackRule", "make_rule",
-    "rule_of", "detach",
+    "rule_of", "detach", "FeedbackPoint", "add_feedback_points", "SelfAttention", "split_attention",
     "init_feedback", "nokland_scale", "learning_layers", "alignment",
     "compute_grads", "write_grads", "sgd_update", "MLP", "ForwardCache", "train", "evaluate", "History",
     "TrainingDivergedError", "Data", "logic_gate", "linear_teacher", "load_mnist", "MNISTNotFoundError",

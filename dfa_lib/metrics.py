@@ -116,12 +116,14 @@ def alignment_angles(model: MLP, rule: FeedbackRule, x: torch.Tensor, y: torch.T
 
 def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: torch.Tensor,
               loss: str | None = None) -> dict:
-    """Angles between ``rule`` and BP on any model, for one batch ``(x, y)`` (chapters 10 and 11).
+    """Angles between ``rule`` and BP on any model, for one batch ``(x, y)`` (chapters 10, 11 and 12).
 
     Returns a dict of lists, one angle (degrees) per hidden block:
 
-    - ``"signal"``: between the gradients each rule sends to a block's output;
-    - ``"update"``: between the weight updates of the block's learning layer;
+    - ``"signal"``: between the gradients each rule sends to a block's output: one per learning
+      layer after the first (its input), or one per :class:`~dfa_lib.FeedbackPoint` for DFA and
+      DRTP on a model with points (the point's input);
+    - ``"update"``: between the weight updates of each learning layer but the last;
     - ``"weight"``: between the forward weight and the backward weight that replaces it
       (BioTorch's "layer alignment"), for learning layers 2..L; None where a rule has no
       backward weight (DFA, DRTP, shallow, BP).
@@ -132,9 +134,11 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
 
     Both rules' gradients come from ONE forward pass in the model's current mode, so under
     dropout they see the same mask, and a rule that draws at every forward (brSF) draws once.
-    The pass runs with the rule's hooks switched off: BP's gradients are autograd's on that
-    graph, and the rule's are assembled on the same graph from its own hooks' handlers, block
-    by block (:func:`_rule_gradients`).  The model is left as it was: its buffers (batch norm's
+    The pass is a *measuring* pass: every learning layer's input is cut and its tap can give either
+    rule's gradient at that input (BP's with W, the rule's with its handler), every feedback point
+    passes BP's gradient and stops the rule's; two backward passes on the one graph, one per rule,
+    give both sets of gradients on any graph, skip connections and attention included
+    (:meth:`~dfa_lib.rules.graph.RuleGraph.measuring_tap`).  The model is left as it was: its buffers (batch norm's
     running statistics) are restored and nothing is written to ``.grad``.  An
     :class:`~dfa_lib.models.MLP` on a fast path uses :func:`alignment_angles`.
     """
@@ -157,14 +161,18 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     saved = _ModelState(model)
     try:
         with torch.enable_grad():
-            graph.active = False  # the full graph: BP's gradients are plain autograd on it
+            graph.active, graph.measuring = True, True  # every layer's input cut, both rules' handlers on the taps
             mean_loss, targets = _mean_loss(model, x, y, loss)
-            bp_signals, bp_updates = _bp_gradients(graph, mean_loss)
-            rule.observe_target(targets)  # DRTP's handler takes it, once, in _rule_gradients
-            signals, updates = _rule_gradients(rule, graph, mean_loss)
+            blocks = graph.block_outputs()
+            weights = [layer.weight for layer in graph.layers[:-1]]
+            graph.backward_mode = "bp"
+            bp_signals, bp_updates = _measured(mean_loss, blocks, weights)
+            rule.observe_target(targets)  # DRTP's handler takes it, once, in the rule's backward
+            graph.backward_mode = "rule"
+            signals, updates = _measured(mean_loss, blocks, weights)
     finally:
-        graph.active = was_active
-        graph.inputs, graph.outputs = [], []  # drop the measuring pass's autograd graph
+        graph.active, graph.measuring, graph.backward_mode = was_active, False, "rule"
+        graph.inputs, graph.outputs, graph.point_inputs = [], [], []  # drop the measuring pass's autograd graph
         saved.restore()
 
     def angle(a, b):
@@ -208,60 +216,12 @@ def _mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: s
     return per_example_loss(loss, out, t.values).mean(), t.values
 
 
-def _grad(output: torch.Tensor, wrt: torch.Tensor, grad_output: torch.Tensor | None = None):
-    """d output / d wrt (times ``grad_output``) on the retained graph; None where no gradient flows."""
-    if not (output.requires_grad and wrt.requires_grad) or (grad_output is None and output.dim() > 0):
-        return None
-    (g,) = torch.autograd.grad(output, wrt, grad_output, retain_graph=True, allow_unused=True)
-    return g
+def _measured(mean_loss: torch.Tensor, blocks: list, weights: list) -> tuple:
+    """The gradients of ``mean_loss`` at the block outputs and at the weights, from one backward on the
+    measuring pass's graph (its taps give the rule's or BP's gradients, :meth:`RuleGraph.measuring_tap`)."""
+    wanted = [t for t in blocks + weights if t.requires_grad]
+    got = torch.autograd.grad(mean_loss, wanted, retain_graph=True, allow_unused=True) if wanted else ()
+    found = {id(t): g for t, g in zip(wanted, got)}
+    return [found.get(id(h)) for h in blocks], [found.get(id(w)) for w in weights]
 
 
-def _bp_gradients(graph, mean_loss: torch.Tensor) -> tuple:
-    """BP's gradients at the hidden block outputs and at the hidden learning layers' weights."""
-    signals = [_grad(mean_loss, h) for h in graph.inputs[1:]]
-    updates = [_grad(mean_loss, layer.weight) for layer in graph.layers[:-1]]
-    return signals, updates
-
-
-def _rule_gradients(rule: FeedbackRule, graph, mean_loss: torch.Tensor) -> tuple:
-    """The gradients the rule's hooks would give, assembled on the uncut graph of the same forward pass.
-
-    With the hooks on, learning layer ``k`` sees a detached input (where the rule cuts) and its
-    output passes through the rule's tap, whose handler turns the gradient at that output into
-    gradients of kept block outputs (chapter 10).  Walking the layers from the last to the first
-    does the same: the gradient at layer ``k``'s output is the loss's (last layer) or the
-    within-block backward of what block ``k + 1``'s output received; the handler of ``rule.tap(k)``
-    maps it to the kept block outputs; where the rule does not cut (BP with hooks) autograd's own
-    gradient through the layer is added.  The within-block backward follows a chain of blocks, the
-    models the rules are built for (:mod:`dfa_lib.rules.graph`).
-    """
-    n, inputs, outputs = graph.n_layers, graph.inputs, graph.outputs
-    block_of = {id(h): k for k, h in enumerate(inputs)}
-    at_input = [None] * n   # gradient at learning layer k's input, i.e. block k's output
-    at_output = [None] * n  # gradient at learning layer k's output
-    for k in reversed(range(n)):
-        at_output[k] = _grad(mean_loss, outputs[k]) if k == n - 1 else _grad(inputs[k + 1], outputs[k], at_input[k + 1])
-        g = at_output[k]
-        if g is None:
-            continue
-        if k > 0 and not rule.cuts(k, n):
-            at_input[k] = _sum(at_input[k], _grad(outputs[k], inputs[k], g))
-        handler, kept = rule.tap(k, graph)
-        if handler is None:
-            continue
-        for h, grad in zip(kept, handler(g)):
-            if id(h) not in block_of:
-                raise RuntimeError(f"{rule.name}'s hook at learning layer {k + 1} sends gradients to a tensor that is "
-                                   "not a block output; alignment() can only measure rules that feed block outputs")
-            j = block_of[id(h)]
-            if j > 0:
-                at_input[j] = _sum(at_input[j], grad)
-    updates = [_grad(outputs[k], layer.weight, at_output[k]) for k, layer in enumerate(graph.layers[:-1])]
-    return at_input[1:], updates
-
-
-def _sum(a: torch.Tensor | None, b: torch.Tensor | None):
-    """``a + b`` where None means no gradient (autograd's accumulation)."""
-    if a is None:
-        return b
-    return a if b is None else a + b

@@ -52,15 +52,20 @@ One module per family:
 - :mod:`.kolen_pollack`    Kolen-Pollack (feedback weights that learn W's update);
 - :mod:`.drtp`             DRTP (the target, not the error, projected to every hidden block);
 - :mod:`.graph`            the autograd path that applies any of them to any model of
-                           ``nn.Linear``/``nn.Conv2d`` layers (chapters 10 and 11).
+                           ``nn.Linear``/``nn.Conv2d`` layers (chapters 10 and 11), residual
+                           networks and transformers included (chapter 12);
+- :mod:`.points`           :class:`FeedbackPoint`, where DFA's and DRTP's blocks end;
+- :mod:`.attention`        :func:`split_attention`: ``nn.MultiheadAttention`` as two ``nn.Linear`` layers.
 
 Introduced in chapter 1 (FA, shallow) and chapter 2 (DFA); alignment in chapter 7.
 """
+from .attention import SelfAttention, split_attention
 from .backprop import BP, Shallow
 from .base import FeedbackRule, detach, rule_of, times_derivative
 from .drtp import DRTP
 from .graph import learning_layers
 from .kolen_pollack import KolenPollack
+from .points import FeedbackPoint, add_feedback_points
 from .random_feedback import DFA, FA, RandomFeedback, fan_in_scale, init_feedback, nokland_scale
 from .sign_symmetry import BRSF, FRSF, USF, SignSymmetry
 
@@ -85,4 +90,5 @@ def make_rule(name: str, model, **kwargs) -> FeedbackRule:
 
 __all__ = ["BP", "Shallow", "FA", "DFA", "USF", "FRSF", "BRSF", "SignSymmetry", "KolenPollack", "DRTP",
            "FeedbackRule", "RandomFeedback", "RULES", "make_rule", "learning_layers",
-           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative", "rule_of", "detach"]
+           "init_feedback", "nokland_scale", "fan_in_scale", "times_derivative", "rule_of", "detach",
+           "FeedbackPoint", "add_feedback_points", "SelfAttention", "split_attention"]

@@ -1,46 +1,69 @@
 """Any model: how a rule reaches the learning layers of an ordinary ``nn.Module``.
 
-A network is a chain of *learning layers* (``nn.Linear`` and ``nn.Conv2d``) with anything
-between them (activations, pooling, ``nn.Flatten``, dropout, batch norm).  A *block* is a
-learning layer and everything after it up to the next learning layer; the block's output is
-the next learning layer's input.  A rule only decides which gradient each block output gets:
+*Learning layers* are the model's ``nn.Linear`` and ``nn.Conv2d`` modules (an attention's
+projections become such layers with :func:`dfa_lib.split_attention`).  What each rule means on
+any graph, a residual network or a transformer included (chapters 10, 11 and 12):
 
-- BP: autograd through the whole chain (nothing to do: no hooks).
-- FA, sign symmetry, Kolen-Pollack: the gradient at a layer's input is computed with a
-  backward weight ``B`` (shape of ``W``) in place of ``W``.
-- DFA, DRTP: the gradient at every block output comes straight from the output error (DFA) or
-  the target (DRTP) through one matrix product.
-- Shallow: no gradient reaches a hidden block.
+- BP: autograd through the whole graph (nothing to do: no hooks).
+- FA, sign symmetry (uSF, frSF, brSF), Kolen-Pollack: each learning layer's backward sends the
+  gradient at its output down to its input through a backward weight ``B`` (shape of ``W``) in
+  place of ``W``; its own weight gradient is the true one (output gradient times the true input).
+  Every other operation keeps its true derivative: the skip addition ``x + f(x)``, attention's
+  products of activations and its softmax, layer norm, pooling, activations (as BioTorch does).
+  On a residual stream the gradient therefore flows through the skip path exactly and through
+  each learning layer via ``B``.  No blocks are needed, and the layers may be registered in any
+  order (the first registered must run first), each run once per forward pass.
+- DFA, DRTP: the gradient at every *block* output comes straight from the output error (DFA) or
+  the target (DRTP) through one matrix product, and backprop runs only inside a block.  By
+  default a block is a learning layer and everything after it up to the next learning layer, a
+  chain; a skip connection or a branch between them is refused at the first forward pass (it
+  would carry one block's signal into another), asking for :class:`~dfa_lib.FeedbackPoint`
+  modules, which mark the blocks instead (:mod:`.points`: each block hears only its own signal,
+  as in TinyDFA and Launay et al. 2020).
+- Shallow: no gradient reaches a hidden block: only the last learning layer (and what follows it)
+  learns; feedback points change nothing.
 
 The mechanism, for every rule but BP: a forward pre-hook on each learning layer cuts the
 graph at its input (the layer sees a detached copy; the attached tensor is kept), and a
 forward hook wraps the layer's output in :class:`_Tap`, an identity whose backward receives
-the gradient at that output and returns the gradients of the kept block outputs.  One
-ordinary ``loss.backward()`` then gives every weight its gradient, conv or not, and no rule
-but BP runs the backward chain.  The book explains it in chapter 10; chapter 11 uses it on a
-convolutional network.
+the gradient at that output and returns the gradients of kept tensors (FA: its own input,
+through ``B``; DFA: every block output, from the last layer's tap).  One ordinary
+``loss.backward()`` then gives every weight its gradient, conv or not, and autograd carries the
+true derivative of everything between learning layers.  With feedback points (DFA, DRTP), the
+layers are left alone; each point cuts the graph at its input instead and a tap on the model's
+output sends the projected signal to every point.  The book explains it in chapter 10; chapter 11
+uses it on a convolutional network, chapter 12 on a transformer.  :func:`dfa_lib.alignment` uses
+a *measuring* pass of the same hooks (:meth:`RuleGraph.measuring_tap`) to get BP's and the rule's
+gradients from one forward pass.
 
 What trains every parameter (checked when the rule is attached, :func:`check_parameters`):
 
 - the weight and bias of every ``nn.Linear`` and ``nn.Conv2d``: the rule;
 - the affine parameters of normalisation layers (``BatchNorm1d/2d/3d``, ``LayerNorm``,
-  ``GroupNorm``) inside a block: trained *locally*, by autograd from the signal the rule gives
-  the block's output back to the block's learning layer (the gradient a norm layer after the
-  last learning layer receives is exact);
+  ``GroupNorm``): trained by autograd from the signal the rule gives the output they feed
+  (inside a block: *locally*; on a residual stream: the true derivative of what reaches them);
 - parameters with ``requires_grad=False``: nothing (frozen);
-- any other parameter (``nn.Embedding``, ``nn.LSTM``, ``nn.Conv1d``, ``nn.MultiheadAttention``,
-  an ``nn.Parameter`` used in ``forward``): refused, with the modules' names.
+- with feedback points (DFA, DRTP): every parameter, by backprop inside its block (an
+  ``nn.Embedding`` before the first point from that point's signal, the head after the last
+  point from the loss);
+- otherwise any other parameter (``nn.Embedding``, ``nn.LSTM``, ``nn.Conv1d``, an unsplit
+  ``nn.MultiheadAttention``, an ``nn.Parameter`` used in ``forward``): refused, with the modules'
+  names (an embedding before the first learning layer would never learn: no rule but BP sends a
+  gradient below the first learning layer).
 
 At the first forward pass with gradients the model is checked once more (:class:`_FirstForwardCheck`):
 it must return one tensor of scores that depends on the last registered learning layer, every
-learning layer must have run, and no trained parameter may sit before the first learning layer,
-where the rule cuts the graph.  Later forward passes cost a few tuple compares: the block shapes
-DFA was built for, and the device and dtype the rule's matrices must follow (``model.to(...)``).
+learning layer must have run, no trained parameter may sit before the first learning layer,
+where the rule cuts the graph, and DFA's and DRTP's default blocks must form a chain.  Later
+forward passes cost a few tuple compares: the block shapes DFA was built for, and the device and
+dtype the rule's matrices must follow (``model.to(...)``).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .points import feedback_points
 
 LEARNING_LAYERS = (nn.Linear, nn.Conv2d)
 LOCAL_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm)
@@ -77,10 +100,14 @@ def check_parameters(model: nn.Module) -> None:
             listed = ", ".join(own[:4]) + (", ..." if len(own) > 4 else "")
             refused.append(f"{_module_label(name, module)}: {listed}")
     if refused:
+        attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+        hint = (" For nn.MultiheadAttention (and nn.TransformerEncoderLayer), call dfa_lib.split_attention(model) "
+                "first: its projections become nn.Linear layers the rules train." if attention else "")
         raise ValueError(
             "the feedback rules cannot train the parameters of " + "; ".join(refused) + ". " + SUPPORTED + ". "
             "Freeze those parameters (module.requires_grad_(False)), replace the modules by supported layers, "
-            "or train this model with BP (plain autograd)")
+            "or train this model with BP (plain autograd). DFA and DRTP train any parameter by backprop inside "
+            "a block when the model marks its blocks with dfa_lib.FeedbackPoint()." + hint)
 
 
 def _same_padding(layer: nn.Conv2d) -> list:
@@ -137,7 +164,9 @@ class _Tap(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return (None, g, *ctx.handler(g))
+        grads = ctx.handler(g)
+        # a kept tensor that needs no gradient (the data, under a measuring pass) gets none
+        return (None, g, *(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad[2:])))
 
 
 class _PreHook:
@@ -152,14 +181,20 @@ class _PreHook:
             return None
         if self.k == 0:
             graph.start_forward()
-        elif len(graph.inputs) != self.k:
+        elif graph.in_order:
+            if len(graph.inputs) != self.k:
+                raise RuntimeError(graph.order_message(self.k))
+        elif not graph.inputs or graph.inputs[self.k] is not None:
             raise RuntimeError(graph.order_message(self.k))
         x = args[0]
         shapes = graph.block_shapes
         if shapes is not None and self.k > 0 and x.shape[1:] != shapes[self.k - 1]:
             raise ValueError(graph.block_shape_message(self.k, x))
-        graph.inputs.append(x)
-        if graph.active and graph.rule.cuts(self.k, graph.n_layers):
+        if graph.in_order:
+            graph.inputs.append(x)
+        else:
+            graph.inputs[self.k] = x
+        if graph.active and (graph.measuring or (graph.cuts_layers and graph.rule.cuts(self.k, graph.n_layers))):
             return (x.detach(),) + tuple(args[1:])
         return None
 
@@ -174,10 +209,18 @@ class _PostHook:
         graph = self.graph
         if not torch.is_grad_enabled():
             return None
-        if len(graph.inputs) != self.k + 1:
-            raise RuntimeError(graph.order_message(self.k))
-        graph.outputs.append(out)
-        handler, kept = graph.rule.tap(self.k, graph) if graph.active else (None, ())
+        if graph.in_order:
+            if len(graph.inputs) != self.k + 1:
+                raise RuntimeError(graph.order_message(self.k))
+            graph.outputs.append(out)
+        else:
+            if not graph.inputs or graph.inputs[self.k] is None or graph.outputs[self.k] is not None:
+                raise RuntimeError(graph.order_message(self.k))
+            graph.outputs[self.k] = out
+        if graph.active and graph.measuring:
+            handler, kept = graph.measuring_tap(self.k, layer)
+        else:
+            handler, kept = graph.rule.tap(self.k, graph) if graph.active and graph.cuts_layers else (None, ())
         if handler is not None:
             out = _Tap.apply(handler, out, *kept)
         if self.k == graph.n_layers - 1:
@@ -202,6 +245,80 @@ def _reaches(start, found, limit: int = GRAPH_WALK_LIMIT):
     return None
 
 
+class _StartPoints:
+    """Forward pre-hook on a model with feedback points: a new forward pass starts with no point seen."""
+
+    def __init__(self, graph: "RuleGraph"):
+        self.graph = graph
+
+    def __call__(self, model, args):
+        if torch.is_grad_enabled():
+            self.graph.point_inputs = []
+
+
+class _PointHook:
+    """Forward hook on feedback point ``j``: keeps its input and cuts the graph there (:mod:`.points`)."""
+
+    def __init__(self, graph: "RuleGraph", j: int):
+        self.graph, self.j = graph, j
+
+    def __call__(self, point, args, x):
+        graph = self.graph
+        if not torch.is_grad_enabled() or not graph.active:
+            return None
+        seen = len(graph.point_inputs)
+        if seen != self.j:
+            when = "a second time" if seen > self.j else f"before point {seen}"
+            raise RuntimeError(
+                f"feedback point {self.j} ran {when} in one forward pass: {graph.rule.name} takes the FeedbackPoint "
+                "modules in the order model.modules() lists them, each run once per forward pass: define them in "
+                "__init__ in the order forward uses "
+                "them, and give each block its own point")
+        expected = graph.point_shapes[self.j]
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"feedback point {self.j} received blocks of shape {tuple(x.shape[1:])} per example, but "
+                f"{graph.rule.name} was built for {expected} (from example_input): its feedback matrix has one row "
+                "per entry of each point's input. Train on inputs of the example's shape (the same sequence "
+                "length), or build the rule with example_input=x[:1] taken from the data you train on")
+        graph.point_inputs.append(x)
+        if graph.measuring:  # BP's gradient passes the point; the rule's does not
+            return _Tap.apply(lambda g: (g if graph.backward_mode == "bp" else None,), x.detach(), x)
+        return x.detach()
+
+
+class _PointView:
+    """What a DFA-type rule's ``tap`` reads of a graph, with the feedback points as the block outputs."""
+
+    def __init__(self, kept: tuple):
+        self.inputs, self.n_layers = [None, *kept], len(kept) + 1
+
+
+class _OutputTap:
+    """Forward hook on a model with feedback points: the gradient at the model's output becomes each point's signal."""
+
+    def __init__(self, graph: "RuleGraph"):
+        self.graph = graph
+
+    def __call__(self, model, args, output):
+        graph = self.graph
+        if not torch.is_grad_enabled() or not graph.active:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"{type(model).__name__} returned a {type(output).__name__}: {graph.rule.name} needs a "
+                            "model that returns one tensor of scores, whose error it sends to the feedback points")
+        if len(graph.point_inputs) != len(graph.points):
+            raise RuntimeError(
+                f"the forward pass ran {len(graph.point_inputs)} of the model's {len(graph.points)} FeedbackPoint "
+                f"modules: {graph.rule.name} sends a signal to every point, so each must run once per forward pass")
+        kept = tuple(graph.point_inputs)
+        handler, kept = graph.rule.tap(len(kept), _PointView(kept))
+        if graph.measuring:
+            rule_handler, none = handler, (None,) * len(kept)
+            handler = lambda g: none if graph.backward_mode == "bp" else rule_handler(g)  # noqa: E731
+        return _Tap.apply(handler, output, *kept)
+
+
 class _FirstForwardCheck:
     """A forward hook on the model itself: checks, at the first forward pass with gradients and
     the rule on, what only a forward pass shows (module docstring), then takes itself off."""
@@ -211,7 +328,7 @@ class _FirstForwardCheck:
 
     def __call__(self, model, args, output):
         graph = self.graph
-        if graph.checked or not torch.is_grad_enabled() or not graph.active:
+        if graph.checked or not torch.is_grad_enabled() or not graph.active or graph.measuring:
             return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(
@@ -221,6 +338,8 @@ class _FirstForwardCheck:
         graph.check_all_layers_ran()
         graph.check_nothing_trains_before_the_first_layer(model)
         graph.check_output_depends_on_the_last_layer(output)
+        if graph.block_shapes is not None:
+            graph.check_blocks_form_a_chain()
         graph.checked = True
         if graph.check_handle is not None:
             graph.check_handle.remove()
@@ -238,15 +357,27 @@ class RuleGraph:
     def __init__(self, rule, model: nn.Module):
         self.rule, self.layers = rule, learning_layers(model)
         self.n_layers = len(self.layers)
-        cuts_somewhere = any(rule.cuts(k, self.n_layers) for k in range(self.n_layers))
+        needs_shapes = getattr(rule, "needs_block_shapes", False)
+        # DFA and DRTP on a model with feedback points: the points, not the learning layers, bound the blocks
+        self.points = feedback_points(model) if needs_shapes else []
+        self.cuts_layers = not self.points
+        cuts_somewhere = self.cuts_layers and any(rule.cuts(k, self.n_layers) for k in range(self.n_layers))
         if cuts_somewhere:  # BP's hooks cut nothing: every parameter trains by autograd
             check_parameters(model)
         names = {m: n for n, m in model.named_modules()}
         self.names = [names[layer] for layer in self.layers]
         # the per-example shapes DFA and DRTP were built for: their one matrix product needs them
-        needs_shapes = getattr(rule, "needs_block_shapes", False)
         self.block_shapes = [tuple(s) for s in rule.block_shapes] if needs_shapes else None
+        self.point_shapes = self.block_shapes if self.points else None
+        if self.points:
+            self.block_shapes = None  # the learning layers' inputs are not block outputs here
+        # DFA's and DRTP's default blocks form a chain, so the layers must run in registration order; every other
+        # rule treats each layer on its own (the first registered must run first: it starts the forward pass)
+        self.in_order = self.block_shapes is not None
         self.active = True
+        self.measuring = False  # a measuring pass (dfa_lib.alignment): both rules' gradients on one graph
+        self.backward_mode = "rule"  # under a measuring pass: "rule" or "bp", the gradients the next backward gives
+        self.point_inputs = []
         self.inputs, self.outputs = [], []
         self.last_output = None
         self.placement = None  # (device, dtype) of the first layer's weight when the rule was last placed
@@ -259,11 +390,41 @@ class RuleGraph:
         if not self.checked:
             self.check_handle = model.register_forward_hook(_FirstForwardCheck(self))
             self.handles.append(self.check_handle)
+        if self.points:
+            self.handles.append(model.register_forward_pre_hook(_StartPoints(self)))
+            for j, point in enumerate(self.points):
+                self.handles.append(point.register_forward_hook(_PointHook(self, j)))
+            self.handles.append(model.register_forward_hook(_OutputTap(self)))
 
     def start_forward(self) -> None:
-        self.inputs, self.outputs, self.last_output = [], [], None
+        if self.in_order:
+            self.inputs, self.outputs = [], []
+        else:
+            self.inputs, self.outputs = [None] * self.n_layers, [None] * self.n_layers
+        self.last_output = None
         self.follow_model()
         self.rule.start_forward(self)
+
+    def block_outputs(self) -> list:
+        """The tensors the rule's blocks end at in the current forward pass: the feedback points' inputs,
+        or on a chain the learning layers' inputs after the first."""
+        return list(self.point_inputs) if self.points else self.inputs[1:]
+
+    def measuring_tap(self, k: int, layer: nn.Module) -> tuple:
+        """Layer ``k``'s tap under a measuring pass: every learning layer's input is cut, and the handler
+        gives the rule's gradients (``backward_mode == "rule"``) or BP's (``"bp"``: W itself) on one graph."""
+        x = self.inputs[k]
+        rule_handler, rule_kept = self.rule.tap(k, self) if self.cuts_layers else (None, ())
+        own_cut = self.cuts_layers and self.rule.cuts(k, self.n_layers)
+        none = (None,) * len(rule_kept)
+
+        def handler(g):
+            exact = input_gradient(layer, layer.weight.detach(), g, x.shape)
+            if self.backward_mode == "bp":
+                return (exact, *none)
+            return (None if own_cut else exact, *(rule_handler(g) if rule_handler is not None else none))
+
+        return handler, (x, *rule_kept)
 
     def follow_model(self) -> None:
         """Move the rule to the device and dtype of the model's weights (after ``model.to(...)``,
@@ -284,16 +445,20 @@ class RuleGraph:
 
     def order_message(self, k: int) -> str:
         """Why learning layer ``k`` cannot run now, in the model's terms."""
-        done = len(self.outputs)
-        if len(self.inputs) > k:
+        done = len(self.outputs) if self.in_order else 0
+        if len(self.inputs) > k and self.inputs[k] is not None:
             what = (f"learning layer {self._layer(k)} ran a second time in one forward pass (a layer used twice, "
                     "e.g. shared weights)")
         else:
             what = (f"learning layer {self._layer(k)} ran before {self._layer(done)}, which is registered before it: "
                     "the layers ran in another order than they are defined in __init__")
-        return (f"{what}. {self.rule.name} takes the nn.Linear/nn.Conv2d layers as a chain in the order "
-                "model.modules() lists them, each run once per forward pass: define them in __init__ in the order "
-                "forward uses them, give each use its own layer, or train this model with BP")
+        if self.in_order:
+            return (f"{what}. {self.rule.name} takes the nn.Linear/nn.Conv2d layers as a chain in the order "
+                    "model.modules() lists them, each run once per forward pass: define them in __init__ in the order "
+                    "forward uses them, give each use its own layer, or train this model with BP")
+        return (f"{what}. {self.rule.name} needs each nn.Linear/nn.Conv2d layer run once per forward pass, the first "
+                "one registered in __init__ first: define the input layer first, give each use its own layer, or "
+                "train this model with BP")
 
     def block_shape_message(self, k: int, x: torch.Tensor) -> str:
         expected, got = self.block_shapes[k - 1], tuple(x.shape[1:])
@@ -310,8 +475,9 @@ class RuleGraph:
                 "example_input=x[:1] taken from the data you train on")
 
     def check_all_layers_ran(self) -> None:
-        if len(self.outputs) != self.n_layers:
-            missing = ", ".join(self._layer(k) for k in range(len(self.outputs), self.n_layers))
+        ran = [k for k, out in enumerate(self.outputs) if out is not None]
+        if len(ran) != self.n_layers:
+            missing = ", ".join(self._layer(k) for k in range(self.n_layers) if k not in ran)
             raise RuntimeError(
                 f"the forward pass did not run learning layer(s) {missing} as modules: {self.rule.name} treats every "
                 "nn.Linear/nn.Conv2d of the model as a layer of the chain, the last one as the output layer. "
@@ -348,6 +514,22 @@ class RuleGraph:
             "layers). Define the output layer last in __init__ (a probe or auxiliary head before it), or keep "
             "such extra layers out of the model")
 
+    def check_blocks_form_a_chain(self) -> None:
+        """DFA's and DRTP's default blocks (one per learning layer) need a chain: a skip connection or a branch
+        would carry one block's signal into another by backprop.  Refused, asking for feedback points."""
+        for k in range(2, self.n_layers):
+            earlier = {h.grad_fn for h in self.inputs[1:k] if h.grad_fn is not None}
+            if not earlier or self.inputs[k].grad_fn is None:
+                continue
+            if _reaches(self.inputs[k].grad_fn, lambda n: n in earlier) not in (None, ...):
+                raise ValueError(
+                    f"the input of learning layer {self._layer(k)} depends on an earlier block output other than "
+                    f"through {self._layer(k - 1)}: a skip connection (x + f(x)) or a branch. {self.rule.name}'s "
+                    "default blocks (one per nn.Linear/nn.Conv2d) are defined only for a chain, where no signal can "
+                    "reach another block. Mark the blocks yourself: put a dfa_lib.FeedbackPoint() after each block "
+                    "(on a residual stream, after each residual block's sum) and build the rule with "
+                    "example_input=x[:1]; or use FA, sign symmetry or Kolen-Pollack, which take any graph")
+
     def remove(self) -> None:
         """Take the hooks off the model."""
         for h in self.handles:
@@ -358,13 +540,16 @@ class RuleGraph:
     def __getstate__(self):  # the hooks hold this object; pickle it without the live tensors
         state = dict(self.__dict__)
         state["inputs"], state["outputs"], state["handles"] = [], [], []
+        state["point_inputs"] = []
         state["last_output"], state["check_handle"], state["placement"] = None, None, None
         return state
 
     def __setstate__(self, state):
         # a graph pickled before these attributes existed: its model was checked then
         self.__dict__.update(block_shapes=None, last_output=None, placement=None, checked=True, check_handle=None,
-                             names=[""] * len(state.get("layers", ())))
+                             names=[""] * len(state.get("layers", ())), points=[], point_inputs=[], point_shapes=None,
+                             cuts_layers=True, measuring=False, backward_mode="rule",
+                             in_order=state.get("block_shapes") is not None)
         self.__dict__.update(state)
 
 
@@ -413,7 +598,13 @@ def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None)
     Pure ``nn.Linear`` chains need no example (each input has ``in_features`` entries); a model
     with conv layers is run once, without gradients, on ``example_input`` (one or more rows,
     e.g. ``x[:1]``), whose shape is checked at every learning layer it reaches.
+
+    On a model with :class:`~dfa_lib.FeedbackPoint` modules the blocks end at the points:
+    ``[None, *point input shapes]`` and the output's shape, from one run on ``example_input``.
     """
+    points = feedback_points(model)
+    if points:
+        return point_io_shapes(model, points, example_input)
     check_parameters(model)
     layers = learning_layers(model)
     if example_input is None:
@@ -450,3 +641,39 @@ def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None)
     if len(shapes) != len(layers):
         raise ValueError("example_input did not run through every nn.Linear/nn.Conv2d layer of the model")
     return [shapes[k][0] for k in range(len(layers))], shapes[len(layers) - 1][1]
+
+
+def point_io_shapes(model: nn.Module, points: list, example_input) -> tuple:
+    """``[None, *shape of each feedback point's input]`` and the model output's shape (per example),
+    from one run without gradients on ``example_input``."""
+    if example_input is None:
+        raise ValueError("this model has FeedbackPoint modules, whose block shapes are only known after a forward "
+                         "pass: pass example_input=x[:1] (one input row) when you build the rule")
+    _check_example_input(example_input)
+    shapes, handles = {}, []
+    def record(j):
+        def hook(module, args, out):
+            shapes.setdefault(j, tuple(out.shape[1:]))
+        return hook
+
+    for j, point in enumerate(points):
+        handles.append(point.register_forward_hook(record(j)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(example_input)
+    except (RuntimeError, TypeError, IndexError) as error:
+        raise ValueError(f"the model could not run on example_input of shape {tuple(example_input.shape)} "
+                         f"({error}); pass a batch shaped like your training inputs, e.g. example_input=x[:1]") \
+            from error
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    if len(shapes) != len(points):
+        raise ValueError(f"example_input ran {len(shapes)} of the model's {len(points)} FeedbackPoint modules: "
+                         "every point must run once per forward pass")
+    if not isinstance(output, torch.Tensor) or output.dim() < 2:
+        raise ValueError("a model with feedback points must return one tensor of scores of shape (N, outputs)")
+    return [None] + [shapes[j] for j in range(len(points))], tuple(output.shape[1:])
