@@ -21,7 +21,10 @@ Why not torchattacks (MIT licence, last release 3.5.1): its FGSM and PGD call
 ``torch.autograd.grad`` on the model as it is, and a model that carries a rule cuts its input off
 the graph, so they fail on every hooked model ("appears to not have been used in the graph");
 they have no way to ask for the rule's gradient; its Square attack takes images ``(N, C, H, W)``
-only; and its wheel pins ``requests~=2.25.1``, which would downgrade the book's environment.  The
+only and reseeds torch's global random stream at every call (``torch.random.manual_seed``), which
+would disturb a seeded chapter; and its wheel pins ``requests~=2.25.1``, which would downgrade the
+book's environment.  On a copy with the rule taken off (``dfa_lib.detach(copy.deepcopy(model))``)
+its FGSM gives the same examples as ``fgsm(model, x, y, eps, gradient="exact")``.  The
 two attacks are a few lines each, written out here so that the chapter can show them.  A
 gradient-free attack of the same budget is :func:`random_sign_noise`: if it hurts a network as
 much as the gradient attacks do, the gradients carry little information.
@@ -108,6 +111,7 @@ def input_gradient_of_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g
     The attacks below use it; chapter 13 compares the two.
     """
     _check_gradient(gradient)
+    _, _, y = _check_attack_input(model, x, y, 0.0, (-float("inf"), float("inf")))
     rule = rule_of(model)
     graph = rule.hooks if rule is not None else None
     if gradient == "rule" and rule is not None and rule.name.lower() in NO_INPUT_SIGNAL:

@@ -153,3 +153,10 @@ def test_rule_gradient_reaches_the_input_through_modules_before_the_first_layer(
     by_rule = input_gradient_of_loss(model, images, y, "rule")
     assert by_rule.shape == images.shape
     assert torch.allclose(by_rule, input_gradient_of_loss(model, images, y, "exact"))
+
+
+def test_input_gradient_takes_labels_as_a_list_and_refuses_one_hot():
+    model, (x, y) = mlp(), batch()
+    assert torch.equal(input_gradient_of_loss(model, x, y.tolist()), input_gradient_of_loss(model, x, y))
+    with pytest.raises(ValueError, match="one class index per input"):
+        input_gradient_of_loss(model, x, torch.nn.functional.one_hot(y, 3))
