@@ -160,3 +160,13 @@ def test_input_gradient_takes_labels_as_a_list_and_refuses_one_hot():
     assert torch.equal(input_gradient_of_loss(model, x, y.tolist()), input_gradient_of_loss(model, x, y))
     with pytest.raises(ValueError, match="one class index per input"):
         input_gradient_of_loss(model, x, torch.nn.functional.one_hot(y, 3))
+
+
+def test_rule_gradient_through_a_conv_layer_is_exact_when_the_feedback_is_the_forward_weight():
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).double()
+    rule = FA(model)
+    rule.B1 = model[3].weight.detach().T.clone()
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2])
+    assert torch.allclose(input_gradient_of_loss(model, x, y, "rule"), input_gradient_of_loss(model, x, y, "exact"))
