@@ -53,6 +53,7 @@ from .stats import spread
 from .step import TrainingDivergedError
 from .train import evaluate, train
 from .update import compute_grads, sgd_update, write_grads
+from .attacks import fgsm, input_gradient_of_loss, pgd, random_sign_noise
 from .utils import get_device, seed_everything
 
 __version__ = "0.1.0"
@@ -66,4 +67,5 @@ __all__ = [
     "error_rate", "confusion_matrix", "angle_degrees",
     "alignment_angles", "alignment_from_cache", "output_error", "per_example_loss", "predictions",
     "seed_everything", "get_device", "SeedBatch", "batch_rules", "spread", "run_concurrently",
+    "fgsm", "pgd", "random_sign_noise", "input_gradient_of_loss",
 ]
