@@ -27,7 +27,7 @@ def linear_model(d=4, classes=3, seed=1):
 
 def mlp(seed=2):
     torch.manual_seed(seed)
-    return MLP([4, 6, 5, 3], hidden="tanh", output="identity").double()
+    return MLP([4, 6, 5, 3], hidden="tanh").double()
 
 
 def test_fgsm_on_a_linear_model_is_the_hand_computed_step():
@@ -132,7 +132,7 @@ def test_bad_input_gives_a_clear_error(call, message):
 
 def test_fa_rule_gradient_is_the_hand_computed_feedback_path():
     torch.manual_seed(5)
-    model = MLP([4, 6, 3], hidden="tanh", output="identity").double()
+    model = MLP([4, 6, 3], hidden="tanh").double()
     rule = FA(model, generator=torch.Generator().manual_seed(6))
     x, y = batch()
     W1, b1 = model.layers[0].weight.detach(), model.layers[0].bias.detach()
