@@ -592,6 +592,25 @@ class _ExampleShapeCheck:
         return None
 
 
+def _run_example(model: nn.Module, example_input: torch.Tensor, handles: list):
+    """The model's output on ``example_input``, without gradients and in eval mode (batch norm cannot
+    take a single row in training mode); the model's mode is restored and the recording ``handles``
+    removed whatever happens, and a failure says what to pass instead."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(example_input)
+    except (RuntimeError, TypeError, IndexError) as error:
+        raise ValueError(f"the model could not run on example_input of shape {tuple(example_input.shape)} "
+                         f"({error}); pass a batch shaped like your training inputs, e.g. example_input=x[:1]") \
+            from error
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+
 def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None) -> tuple:
     """Per-example input shape of every learning layer and the last layer's output shape.
 
@@ -625,19 +644,7 @@ def layer_io_shapes(model: nn.Module, example_input: torch.Tensor | None = None)
     for k, layer in enumerate(layers):
         handles.append(layer.register_forward_pre_hook(_ExampleShapeCheck(k, names[layer], tuple(example_input.shape))))
         handles.append(layer.register_forward_hook(record(k)))
-    was_training = model.training
-    model.eval()  # batch norm cannot take a single row in training mode
-    try:
-        with torch.no_grad():
-            model(example_input)
-    except (RuntimeError, TypeError, IndexError) as error:
-        raise ValueError(f"the model could not run on example_input of shape {tuple(example_input.shape)} "
-                         f"({error}); pass a batch shaped like your training inputs, e.g. example_input=x[:1]") \
-            from error
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _run_example(model, example_input, handles)
     if len(shapes) != len(layers):
         raise ValueError("example_input did not run through every nn.Linear/nn.Conv2d layer of the model")
     return [shapes[k][0] for k in range(len(layers))], shapes[len(layers) - 1][1]
@@ -658,19 +665,7 @@ def point_io_shapes(model: nn.Module, points: list, example_input) -> tuple:
 
     for j, point in enumerate(points):
         handles.append(point.register_forward_hook(record(j)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            output = model(example_input)
-    except (RuntimeError, TypeError, IndexError) as error:
-        raise ValueError(f"the model could not run on example_input of shape {tuple(example_input.shape)} "
-                         f"({error}); pass a batch shaped like your training inputs, e.g. example_input=x[:1]") \
-            from error
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    output = _run_example(model, example_input, handles)
     if len(shapes) != len(points):
         raise ValueError(f"example_input ran {len(shapes)} of the model's {len(points)} FeedbackPoint modules: "
                          "every point must run once per forward pass")

@@ -373,11 +373,8 @@ class DFA(RandomFeedback):
             the matrix shape returning one (e.g. :func:`~dfa_lib.rules.nokland_scale`).  Default
             None: 1.9 on an MLP; on any other model :func:`xavier_bound` for uniform,
             :func:`xavier_std` for normal.
-        generator: a ``torch.Generator`` that makes the draw reproducible (on the CPU or on the
-            model's device; the matrices end up on the model's device either way).  Default None:
-            torch's global random stream of the model's device.
-        path: ``"auto"`` (default) takes the MLP fast path for an :class:`~dfa_lib.models.MLP` and
-            the autograd hooks for any other model; ``"autograd"`` forces the hooks (chapter 10).
+        generator, path: as for :class:`FA` (a reproducible draw on any device; the MLP fast
+            path or the autograd hooks).
         example_input: one input row (``x[:1]``), needed when the model has conv layers, to learn
             the shapes of the block outputs; default None (enough for an MLP or Linear layers only).
     """
