@@ -373,8 +373,10 @@ class DFA(RandomFeedback):
             the matrix shape returning one (e.g. :func:`~dfa_lib.rules.nokland_scale`).  Default
             None: 1.9 on an MLP; on any other model :func:`xavier_bound` for uniform,
             :func:`xavier_std` for normal.
-        generator, path: as for :class:`FA` (a reproducible draw on any device; the MLP fast
-            path or the autograd hooks).
+        generator: as for :class:`FA`: a ``torch.Generator`` for a reproducible draw, on the CPU
+            or on the model's device; default None, torch's global stream of the model's device.
+        path: as for :class:`FA`: ``"auto"`` (default, the MLP fast path on an MLP) or
+            ``"autograd"`` (the hooks, chapter 10).
         example_input: one input row (``x[:1]``), needed when the model has conv layers, to learn
             the shapes of the block outputs; default None (enough for an MLP or Linear layers only).
     """
