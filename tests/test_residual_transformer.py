@@ -153,7 +153,7 @@ def test_fa_on_a_residual_block_by_hand():
     x, y = residual_batch()
     rule = FA(model)
     B1, B2, BH = (b.transpose(0, 1) for b in rule.feedback)  # in W's layout: W1, W2, head
-    S, W1, W2, H = model.stem, model.blocks[0].w1, model.blocks[0].w2, model.head
+    S, W1, W2 = model.stem, model.blocks[0].w1, model.blocks[0].w2
     with torch.no_grad():
         h0 = S(x)
         t = torch.tanh(W1(h0))
