@@ -321,3 +321,45 @@ def test_biotorch_settings_are_in_its_files(chapter, code, source):
     for q in NUMBER.findall(re.sub(r"\"[^\"]*\"|'[^']*'", "", code)):
         assert found_in(q, found), f"{chapter}: {q} in `{code}` is not in {path.name}" + (
             "'s MNIST settings" if source == "benchmarks" else "")
+
+
+# ---- BioTorch's Square-attack notebook as chapter 13 quotes it ----------------------------------------
+
+BIOTORCH_SQUARE = ROOT / "tests" / "sources" / "biotorch-square-attack-cifar10.txt"
+
+
+def square_notebook_accuracies() -> dict[str, tuple[list[float], list[float]]]:
+    """Each method's (clean, robust) accuracies, one per budget, as the copied cells printed them."""
+    parts = re.split(r"^## cell \d+ \((\w+)\): printed$", BIOTORCH_SQUARE.read_text(), flags=re.M)
+    out = {}
+    for method, text in zip(parts[1::2], parts[2::2]):
+        text = text.split("\n## ", 1)[0]
+        clean = [float(v) for v in re.findall(r"^Clean accuracy:\s+(\S+)$", text, re.M)]
+        robust = [float(v) for v in re.findall(r"^Robust accuracy:\s+(\S+)$", text, re.M)]
+        out[method] = (clean, robust)
+    return out
+
+
+def chapter_13_constants() -> dict:
+    chapter = ROOT / "book" / "13_robustness.ipynb"
+    lines = [line for cell in json.loads(chapter.read_text())["cells"] if cell["cell_type"] == "code"
+             for line in "".join(cell["source"]).splitlines() if line.startswith(("BT_EPS = ", "BT_SQUARE = "))]
+    assert len(lines) == 2, "chapter 13 should keep BioTorch's Square numbers in BT_EPS = ... and BT_SQUARE = ... lines"
+    return {line.split(" = ", 1)[0]: line.split(" = ", 1)[1] for line in lines}
+
+
+def test_chapter_13_quotes_biotorchs_square_notebook():
+    constants = chapter_13_constants()
+    budgets = re.search(r"^epsilons = np\.linspace\(([^)]*)\)$", BIOTORCH_SQUARE.read_text(), re.M)
+    assert budgets, "the copy of cell 11 should define the budgets with np.linspace"
+    index = re.fullmatch(r"np\.linspace\((.*)\)\[(\d+)\]", constants["BT_EPS"])
+    assert index and index.group(1) == budgets.group(1), f"BT_EPS should index cell 11's budgets: {constants['BT_EPS']}"
+    k = int(index.group(2))
+    printed = square_notebook_accuracies()
+    copied = ast.literal_eval(constants["BT_SQUARE"])
+    assert set(copied) <= set(printed), f"chapter 13 quotes methods the copied cells do not print: {set(copied) - set(printed)}"
+    for method, (clean, robust) in copied.items():
+        clean_printed, robust_printed = printed[method]
+        assert len(robust_printed) == 30, f"{method}: expected one robust accuracy per budget, got {len(robust_printed)}"
+        assert clean == clean_printed[k], f"{method}: clean accuracy {clean}, the notebook printed {clean_printed[k]}"
+        assert robust == robust_printed[k], f"{method}: robust accuracy {robust} at budget {k}, the notebook printed {robust_printed[k]}"
