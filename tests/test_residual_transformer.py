@@ -122,8 +122,8 @@ def _attention_masks(n, t, heads):
 
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_fused_attention_is_the_formula_written_out_with_its_gradients(batch_first):
-    """need_weights=False runs F.scaled_dot_product_attention, need_weights=True the formula by hand:
-    the same output and the same gradients (input and both projections) under every mask."""
+    """fused=True runs F.scaled_dot_product_attention (without the weights), need_weights=True the formula
+    by hand: the same output and the same gradients (input and both projections) under every mask."""
     torch.manual_seed(0)
     n, t, heads = 3, 5, 2
     attn = SelfAttention(8, heads, batch_first=batch_first)
@@ -131,22 +131,27 @@ def test_fused_attention_is_the_formula_written_out_with_its_gradients(batch_fir
     x.requires_grad_(True)
     params = [x, attn.in_proj.weight, attn.in_proj.bias, attn.out_proj.weight, attn.out_proj.bias]
     for kw in _attention_masks(n, t, heads):
-        fused, none = attn(x, x, x, need_weights=False, **kw)
         by_hand, weights = attn(x, x, x, need_weights=True, **kw)
-        assert none is None and weights.shape == (n, t, t)
-        torch.testing.assert_close(fused, by_hand, rtol=0, atol=1e-14, msg=f"forward with {list(kw)}")
-        w = torch.randn_like(fused)
-        for a, b in zip(torch.autograd.grad((fused * w).sum(), params), torch.autograd.grad((by_hand * w).sum(), params)):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-13, msg=f"gradients with {list(kw)}")
+        assert weights.shape == (n, t, t)
+        w = torch.randn_like(by_hand)
+        expected = torch.autograd.grad((by_hand * w).sum(), params)
+        for attn.fused in (True, False):  # the fused kernel, and the formula without the weights
+            out, none = attn(x, x, x, need_weights=False, **kw)
+            assert none is None
+            torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-14, msg=f"fused={attn.fused}, {list(kw)}")
+            for a, b in zip(torch.autograd.grad((out * w).sum(), params), expected):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-13, msg=f"gradients, fused={attn.fused}, {list(kw)}")
 
 
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # PyTorch's module, on the mixed pair
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("need_weights", [False, True])
-def test_self_attention_is_pytorchs_module_under_every_mask(need_weights):
+def test_self_attention_is_pytorchs_module_under_every_mask(need_weights, fused):
     torch.manual_seed(0)
     n, t, heads = 3, 5, 2
     original = nn.MultiheadAttention(8, heads, batch_first=True)
     split = SelfAttention.from_torch(original)
+    split.fused = fused
     x = torch.randn(n, t, 8)
     for kw in _attention_masks(n, t, heads):
         if kw.get("is_causal") and "attn_mask" not in kw:

@@ -6,11 +6,13 @@ PyTorch's ``nn.MultiheadAttention`` keeps its input projection as a bare paramet
 computes the same function with two ``nn.Linear`` layers, ``in_proj`` (d -> 3d: queries, keys,
 values, packed as PyTorch packs them) and ``out_proj`` (d -> d); between them the attention
 itself, ``softmax(q k^T / sqrt(d_head) + mask) v``, runs as an ordinary autograd function, so that
-autograd takes its true derivative.  It runs as PyTorch's fused
-``F.scaled_dot_product_attention`` (whose backward is that same derivative, in one kernel instead
-of five), except when the caller asks for the attention weights (``need_weights=True``): then as
-the formula written out (:meth:`SelfAttention.attention_by_hand`), which returns them.  The two
-give the same output and the same gradients up to rounding (tested in float64).
+autograd takes its true derivative.  Two paths compute it, with the same output and the same
+gradients up to rounding (tested in float64): the formula written out
+(:meth:`SelfAttention.attention_by_hand`, the reference, and the only one that returns the
+attention weights, ``need_weights=True``), and PyTorch's fused ``F.scaled_dot_product_attention``
+(its backward is the same derivative, in one kernel).  :attr:`SelfAttention.fused` chooses; by
+default the fused kernel runs off the CPU and the formula on the CPU, where it measured faster at
+the book's sizes (``benchmarks/transformer_speed.py --attention``, 28 tokens of head width 8).
 :func:`split_attention` swaps every ``nn.MultiheadAttention`` of a model, those inside
 ``nn.TransformerEncoderLayer`` included, for one with the same weights.
 
@@ -46,11 +48,17 @@ class SelfAttention(nn.Module):
         dropout: dropout on the attention weights (training mode only).
         bias: whether the projections have biases.
         batch_first: inputs (N, T, d) if True, (T, N, d) if False, as in PyTorch.
+
+    Attributes:
+        fused: ``True``: ``F.scaled_dot_product_attention`` whenever the weights are not asked for;
+            ``False``: the formula by hand on every call; ``None`` (the default, also settable on
+            the class): fused off the CPU only (module docstring).
     """
 
     # nn.TransformerEncoderLayer's fused inference path reads these; False keeps it on the plain path,
     # where the projections run as modules (and the rule's hooks see them)
     _qkv_same_embed_dim = False
+    fused: bool | None = None
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  batch_first: bool = False, device=None, dtype=None):
@@ -98,14 +106,15 @@ class SelfAttention(nn.Module):
         x = query if self.batch_first else query.transpose(0, 1)  # (N, T, d)
         n, t, d = x.shape
         q, k, v = self.in_proj(x).view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (N, h, T, dh)
-        if attn_mask is None and is_causal and (need_weights or key_padding_mask is not None):
+        fused = not need_weights and (self.fused if self.fused is not None else x.device.type != "cpu")
+        if attn_mask is None and is_causal and (not fused or key_padding_mask is not None):
             attn_mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         if attn_mask is not None and attn_mask.dim() == 3:
             attn_mask = attn_mask.view(-1, self.num_heads, t, t)
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.view(n, 1, 1, t)
         dropout = self.dropout if self.training else 0.0
-        if need_weights:
+        if not fused:
             heads, weights = self.attention_by_hand(q, k, v, attn_mask, key_padding_mask, dropout)
         else:
             mask = _sdpa_mask(attn_mask, key_padding_mask, q.dtype)
