@@ -33,10 +33,9 @@ true derivative of everything between learning layers.  With feedback points (DF
 layers are left alone; each point cuts the graph at its input instead and a tap on the model's
 output sends the projected signal to every point.  A training step then needs no hook on the
 layers, so they carry none (each would cost a Python call per layer per step): only a pass that
-reads them, a measuring pass or an attack, puts them on for its duration
-(:meth:`RuleGraph.watching_layers`).  The book explains it in chapter 10; chapter 11 uses it on
-a convolutional network, chapter 12 on a transformer.  :func:`dfa_lib.alignment` uses a
-*measuring* pass of the same hooks (:meth:`RuleGraph.measuring_tap`) to get BP's and the rule's
+reads them, a measuring pass or an attack, puts them on for its duration (:meth:`RuleGraph.watching_layers`).  The book explains it in chapter 10; chapter 11
+uses it on a convolutional network, chapter 12 on a transformer.  :func:`dfa_lib.alignment` uses
+a *measuring* pass of the same hooks (:meth:`RuleGraph.measuring_tap`) to get BP's and the rule's
 gradients from one forward pass.
 
 What trains every parameter (checked when the rule is attached, :func:`check_parameters`):
@@ -414,7 +413,7 @@ class RuleGraph:
         On a chain they are always on.  With feedback points a training step never reads them (the
         points and the model's output carry the rule), so they are put on here and taken off after.
         """
-        added = bool(self.points) and not self._layers_hooked()
+        added = bool(self.points) and not self.layer_handles
         if added:
             self.hook_layers()
         try:
@@ -424,11 +423,6 @@ class RuleGraph:
                 for handle in self.layer_handles:
                     handle.remove()
                 self.layer_handles = []
-
-    def _layers_hooked(self) -> bool:
-        """Whether this graph's hooks are on the first learning layer (a model pickled with them on)."""
-        hooks = self.layers[0]._forward_pre_hooks.values()
-        return any(isinstance(h, _PreHook) and h.graph is self for h in hooks)
 
     def start_forward(self) -> None:
         if self.in_order:
