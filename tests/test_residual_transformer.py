@@ -396,29 +396,6 @@ def test_alignment_per_feedback_point():
     assert all(g is not None for g in gradients(model, x, y))
 
 
-def test_with_points_a_training_step_runs_no_hook_on_the_layers_and_a_measuring_pass_puts_them_on():
-    """The learning layers' hooks cost a Python call each per step and DFA with points reads none of them."""
-    from dfa_lib import rule_of
-    from dfa_lib.rules.graph import _PostHook, _PreHook
-
-    model = transformer(point=True)
-    x, y = token_batch()
-    rule = DFA(model, example_input=x[:1])
-    layers = rule.hooks.layers
-
-    def hooked():
-        return sum(isinstance(h, (_PreHook, _PostHook))
-                   for layer in layers for h in [*layer._forward_pre_hooks.values(), *layer._forward_hooks.values()])
-
-    assert hooked() == 0 and rule_of(model) is rule
-    with rule.hooks.watching_layers():
-        assert hooked() == 2 * len(layers)
-    assert hooked() == 0
-    alignment(model, rule, x, y)
-    assert hooked() == 0 and all(g is not None for g in gradients(model, x, y))
-    rule.detach()
-    assert rule_of(model) is None and not model._forward_pre_hooks and not model._forward_hooks
-
 class Lists(nn.Module):
     """The residual MLP with its layers in two lists: registered W1, W1', W2, W2', run W1, W2, W1', W2'."""
 
