@@ -160,7 +160,7 @@ def alignment(model: torch.nn.Module, rule: FeedbackRule, x: torch.Tensor, y: to
     was_active = graph.active
     saved = _ModelState(model)
     try:
-        with torch.enable_grad(), graph.watching_layers():
+        with torch.enable_grad():
             graph.active, graph.measuring = True, True  # every layer's input cut, both rules' handlers on the taps
             mean_loss, targets = _mean_loss(model, x, y, loss)
             blocks = graph.block_outputs()

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..checks import check_generator
 from ..models import MLP, ForwardCache, caches_forward
-from .graph import RuleGraph, _PreHook, _StartPoints, _check_example_input
+from .graph import RuleGraph, _PreHook, _check_example_input
 
 PATHS = ("auto", "autograd")
 
@@ -206,7 +206,7 @@ def _attached_rules(model: nn.Module) -> list:
     rules = {}
     for module in model.modules():
         for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, (_PreHook, _StartPoints)):  # on a learning layer, or on a model with points
+            if isinstance(hook, _PreHook):
                 rules.setdefault(id(hook.graph.rule), hook.graph.rule)
     return list(rules.values())
 

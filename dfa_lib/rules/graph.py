@@ -31,9 +31,7 @@ through ``B``; DFA: every block output, from the last layer's tap).  One ordinar
 ``loss.backward()`` then gives every weight its gradient, conv or not, and autograd carries the
 true derivative of everything between learning layers.  With feedback points (DFA, DRTP), the
 layers are left alone; each point cuts the graph at its input instead and a tap on the model's
-output sends the projected signal to every point.  A training step then needs no hook on the
-layers, so they carry none (each would cost a Python call per layer per step): only a pass that
-reads them, a measuring pass or an attack, puts them on for its duration (:meth:`RuleGraph.watching_layers`).  The book explains it in chapter 10; chapter 11
+output sends the projected signal to every point.  The book explains it in chapter 10; chapter 11
 uses it on a convolutional network, chapter 12 on a transformer.  :func:`dfa_lib.alignment` uses
 a *measuring* pass of the same hooks (:meth:`RuleGraph.measuring_tap`) to get BP's and the rule's
 gradients from one forward pass.
@@ -61,8 +59,6 @@ forward passes cost a few tuple compares: the block shapes DFA was built for, an
 dtype the rule's matrices must follow (``model.to(...)``).
 """
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -258,7 +254,6 @@ class _StartPoints:
     def __call__(self, model, args):
         if torch.is_grad_enabled():
             self.graph.point_inputs = []
-            self.graph.follow_model()  # the learning layers' hooks, which do it on a chain, are off (RuleGraph)
 
 
 class _PointHook:
@@ -387,9 +382,10 @@ class RuleGraph:
         self.last_output = None
         self.placement = None  # (device, dtype) of the first layer's weight when the rule was last placed
         self.checked = not cuts_somewhere
-        self.handles, self.layer_handles = [], []
-        if not self.points:  # with points the layers are hooked only for a pass that reads them (watching_layers)
-            self.hook_layers()
+        self.handles = []
+        for k, layer in enumerate(self.layers):
+            self.handles.append(layer.register_forward_pre_hook(_PreHook(self, k)))
+            self.handles.append(layer.register_forward_hook(_PostHook(self, k)))
         self.check_handle = None
         if not self.checked:
             self.check_handle = model.register_forward_hook(_FirstForwardCheck(self))
@@ -399,30 +395,6 @@ class RuleGraph:
             for j, point in enumerate(self.points):
                 self.handles.append(point.register_forward_hook(_PointHook(self, j)))
             self.handles.append(model.register_forward_hook(_OutputTap(self)))
-
-    def hook_layers(self) -> None:
-        """Put the pre- and post-hooks on every learning layer (kept in ``layer_handles``)."""
-        for k, layer in enumerate(self.layers):
-            self.layer_handles.append(layer.register_forward_pre_hook(_PreHook(self, k)))
-            self.layer_handles.append(layer.register_forward_hook(_PostHook(self, k)))
-
-    @contextmanager
-    def watching_layers(self):
-        """The learning layers' hooks for the passes run inside (a measuring pass, an attack).
-
-        On a chain they are always on.  With feedback points a training step never reads them (the
-        points and the model's output carry the rule), so they are put on here and taken off after.
-        """
-        added = bool(self.points) and not self.layer_handles
-        if added:
-            self.hook_layers()
-        try:
-            yield self
-        finally:
-            if added:
-                for handle in self.layer_handles:
-                    handle.remove()
-                self.layer_handles = []
 
     def start_forward(self) -> None:
         if self.in_order:
@@ -560,14 +532,14 @@ class RuleGraph:
 
     def remove(self) -> None:
         """Take the hooks off the model."""
-        for h in self.handles + self.layer_handles:
+        for h in self.handles:
             h.remove()
-        self.handles, self.layer_handles = [], []
+        self.handles = []
         self.check_handle = None
 
     def __getstate__(self):  # the hooks hold this object; pickle it without the live tensors
         state = dict(self.__dict__)
-        state["inputs"], state["outputs"], state["handles"], state["layer_handles"] = [], [], [], []
+        state["inputs"], state["outputs"], state["handles"] = [], [], []
         state["point_inputs"] = []
         state["last_output"], state["check_handle"], state["placement"] = None, None, None
         return state
@@ -576,7 +548,7 @@ class RuleGraph:
         # a graph pickled before these attributes existed: its model was checked then
         self.__dict__.update(block_shapes=None, last_output=None, placement=None, checked=True, check_handle=None,
                              names=[""] * len(state.get("layers", ())), points=[], point_inputs=[], point_shapes=None,
-                             cuts_layers=True, measuring=False, backward_mode="rule", layer_handles=[],
+                             cuts_layers=True, measuring=False, backward_mode="rule",
                              in_order=state.get("block_shapes") is not None)
         self.__dict__.update(state)
 
