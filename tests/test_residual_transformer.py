@@ -107,6 +107,61 @@ def test_split_attention_computes_pytorchs_encoder_layer_and_its_gradients():
         torch.testing.assert_close(split(x), original(x), rtol=0, atol=1e-13)
 
 
+def _attention_masks(n, t, heads):
+    """Every mask SelfAttention takes (PyTorch's convention), none of which masks a whole row."""
+    g = torch.Generator().manual_seed(3)
+    causal = nn.Transformer.generate_square_subsequent_mask(t)
+    pad = torch.zeros(n, t, dtype=torch.bool)
+    pad[0, -1] = pad[1, -2:] = True
+    return [{}, {"is_causal": True}, {"attn_mask": causal, "is_causal": True}, {"attn_mask": causal.isinf()},
+            {"attn_mask": torch.randn(t, t, generator=g)}, {"attn_mask": torch.randn(n * heads, t, t, generator=g)},
+            {"key_padding_mask": pad}, {"key_padding_mask": pad, "is_causal": True},
+            {"key_padding_mask": pad, "attn_mask": torch.randn(t, t, generator=g)},
+            {"key_padding_mask": torch.zeros(n, t).masked_fill(pad, float("-inf")), "attn_mask": causal.isinf()}]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_fused_attention_is_the_formula_written_out_with_its_gradients(batch_first):
+    """fused=True runs F.scaled_dot_product_attention (without the weights), need_weights=True the formula
+    by hand: the same output and the same gradients (input and both projections) under every mask."""
+    torch.manual_seed(0)
+    n, t, heads = 3, 5, 2
+    attn = SelfAttention(8, heads, batch_first=batch_first)
+    x = torch.randn(n, t, 8) if batch_first else torch.randn(t, n, 8)
+    x.requires_grad_(True)
+    params = [x, attn.in_proj.weight, attn.in_proj.bias, attn.out_proj.weight, attn.out_proj.bias]
+    for kw in _attention_masks(n, t, heads):
+        by_hand, weights = attn(x, x, x, need_weights=True, **kw)
+        assert weights.shape == (n, t, t)
+        w = torch.randn_like(by_hand)
+        expected = torch.autograd.grad((by_hand * w).sum(), params)
+        for attn.fused in (True, False):  # the fused kernel, and the formula without the weights
+            out, none = attn(x, x, x, need_weights=False, **kw)
+            assert none is None
+            torch.testing.assert_close(out, by_hand, rtol=0, atol=1e-14, msg=f"fused={attn.fused}, {list(kw)}")
+            for a, b in zip(torch.autograd.grad((out * w).sum(), params), expected):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-13, msg=f"gradients, fused={attn.fused}, {list(kw)}")
+
+
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # PyTorch's module, on the mixed pair
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_self_attention_is_pytorchs_module_under_every_mask(need_weights, fused):
+    torch.manual_seed(0)
+    n, t, heads = 3, 5, 2
+    original = nn.MultiheadAttention(8, heads, batch_first=True)
+    split = SelfAttention.from_torch(original)
+    split.fused = fused
+    x = torch.randn(n, t, 8)
+    for kw in _attention_masks(n, t, heads):
+        if kw.get("is_causal") and "attn_mask" not in kw:
+            continue  # PyTorch's module takes is_causal only as a hint beside the mask itself
+        (a, wa), (b, wb) = original(x, x, x, need_weights=need_weights, **kw), split(x, x, x, need_weights=need_weights, **kw)
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-13, msg=f"output with {list(kw)}")
+        if need_weights:
+            torch.testing.assert_close(wb, wa, rtol=0, atol=1e-13, msg=f"weights with {list(kw)}")
+
+
 def test_unsplit_attention_is_refused_with_the_way_out():
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="split_attention") as error:
