@@ -61,6 +61,34 @@ class TinyTransformer(nn.Module):
         return self.head(self.point(self.encoder(self.embed(x))).mean(1))
 
 
+class ResidualCNN(nn.Module):
+    """A reader's own residual CNN: conv stem, then h + conv2(tanh(bn(conv1(h)))), a FeedbackPoint after the sum
+    (when asked for), a mean over the image and a linear head."""
+
+    def __init__(self, point=False, channels=3):
+        super().__init__()
+        self.stem = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(channels, channels, 3, padding=1), nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.point = FeedbackPoint() if point else nn.Identity()
+        self.head = nn.Linear(channels, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = self.point(h + self.conv2(torch.tanh(self.bn(self.conv1(h)))))
+        return self.head(h.mean((2, 3)))
+
+
+def image_batch(n=6, side=5):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(n, 1, side, side, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def residual_cnn(seed=0, **kw):
+    torch.manual_seed(seed)
+    return ResidualCNN(**kw)
+
+
 def residual_batch(n=5):
     g = torch.Generator().manual_seed(1)
     return torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
@@ -177,7 +205,8 @@ def test_self_attention_refuses_cross_attention():
 
 
 # ------------------------------------------------------------------ BP through the library is autograd
-@pytest.mark.parametrize("make,batch", [(lambda: ResidualMLP(), residual_batch), (transformer, token_batch)])
+@pytest.mark.parametrize("make,batch", [(lambda: ResidualMLP(), residual_batch), (transformer, token_batch),
+                                        (residual_cnn, image_batch)])
 def test_bp_through_the_hooks_is_autograd(make, batch):
     model = make()
     x, y = batch()
@@ -188,9 +217,10 @@ def test_bp_through_the_hooks_is_autograd(make, batch):
 
 # ------------------------------------------------------------------ FA family: B in place of W, every other derivative true
 @pytest.mark.parametrize("make,batch", [(lambda: ResidualMLP(), residual_batch), (transformer, token_batch),
-                                        (lambda: transformer(norm_first=True), token_batch)])
+                                        (lambda: transformer(norm_first=True), token_batch),
+                                        (residual_cnn, image_batch)])
 def test_fa_with_b_equal_to_w_is_bp_on_every_parameter(make, batch):
-    """Layer norm, the skip additions, attention's products and softmax: all trained exactly."""
+    """Layer norm, batch norm, the skip additions, attention's products and softmax: all trained exactly."""
     model = make()
     x, y = batch()
     reference = gradients(model, x, y)
@@ -312,6 +342,19 @@ def test_dfa_with_one_point_and_b_the_true_map_is_bp_on_the_transformer():
     reference = gradients(model, x, y)
     rule = DFA(model, example_input=x[:1])
     rule.set_feedback(_identity_feedback_for_the_mean_pool(model, x.shape[1]))
+    got = gradients(model, x, y)
+    assert all(g is not None for g in got)
+    assert_same_gradients(got, reference)
+
+
+def test_dfa_with_one_point_and_b_the_true_map_is_bp_on_a_residual_cnn():
+    """Point before a mean over the image: e B^T is the true gradient when each pixel of channel c gets H_c^T e / HW."""
+    model = residual_cnn(point=True)
+    x, y = image_batch()
+    reference = gradients(model, x, y)
+    rule = DFA(model, example_input=x[:1])
+    pixels = x.shape[2] * x.shape[3]
+    rule.set_feedback([(model.head.weight.detach().T / pixels).repeat_interleave(pixels, dim=0)])  # rows (c, h, w)
     got = gradients(model, x, y)
     assert all(g is not None for g in got)
     assert_same_gradients(got, reference)
@@ -515,3 +558,27 @@ def test_every_rule_trains_the_transformer_with_train_in_one_line(name):
     if name != "bp":
         angles = dfa_lib.alignment(model, rule, x[:16], y[:16])
         assert len(angles["signal"]) == (1 if name in ("dfa", "drtp") else len(dfa_lib.learning_layers(model)) - 1)
+
+
+@pytest.mark.parametrize("name", ["bp", "fa", "dfa", "shallow", "usf", "frsf", "brsf", "kp", "drtp"])
+def test_every_rule_trains_a_residual_cnn_in_a_plain_loop(name):
+    """A reader's own loop: one make_rule line, then zero_grad / loss.backward() / step."""
+    import dfa_lib
+
+    model = residual_cnn(point=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 1, 5, 5, generator=g)
+    y = (x[:, 0, :3, :3].sum((1, 2)) > 0).long() + (x[:, 0, 3:, 3:].sum((1, 2)) > 0).long()
+    before = [p.detach().clone() for p in model.parameters()]
+    rule = dfa_lib.make_rule(name, model, example_input=x[:1], generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(list(model.parameters()) + list(rule.parameters()), lr=0.05)  # KP: B learns too
+    for start in range(0, 32, 8):
+        xb, yb = x[start:start + 8], y[start:start + 8]
+        opt.zero_grad()
+        if name == "drtp":
+            rule.observe_target(F.one_hot(yb, 3).to(xb.dtype))
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    moved = [not torch.equal(p, q) for p, q in zip(model.parameters(), before)]
+    assert moved[-2] and moved[-1]  # the head learns under every rule
+    assert all(moved) or name == "shallow"
