@@ -41,12 +41,17 @@ rounds, and the ratios.  Another process (a chapter's run) shared the two cores,
 drift between runs and only the ratios within a run compare:
 
     ms/step (x torch BP, x BP split)         torch BP  BP split             DFA                  FA
-    --chapter (2 layers, d 32, batch 64,    13.69     8.60 (0.63, 1.00)    8.78 (0.64, 1.02)    9.42 (0.68, 1.09)
+    --chapter (2 layers, d 32, batch 64,    15.17     9.77 (0.63, 1.00)    9.88 (0.64, 1.03)   10.51 (0.70, 1.08)
       1 thread), attention by hand
     --chapter --attention fused             13.99    11.05 (0.80, 1.00)   11.28 (0.82, 1.02)   11.74 (0.86, 1.08)
     4 layers, d 64, batch 64, 1 thread      37.41    31.47 (0.84, 1.00)   30.00 (0.82, 0.97)   32.55 (0.88, 1.04)
     the same, --attention fused             38.31    33.55 (0.89, 1.00)   33.28 (0.90, 0.99)   35.25 (0.95, 1.06)
     4 layers, d 64, batch 32, 2 threads     19.81    16.95 (0.86, 1.00)   16.37 (0.82, 0.96)   17.60 (0.89, 1.04)
+
+The first line was measured on the library as released; the other lines on a variant that took the
+learning layers' hooks off during a DFA step with feedback points (since dropped: it saved about 2 %
+of a step, within the noise between runs; on that variant the first line read 13.69, 8.60, 8.78 (0.64,
+1.02) and 9.42 ms).
 
 DFA takes less than torch BP's step at chapter 12's sizes (0.64x), and about BP split's: at two
 layers what it saves (one layer's input gradients) is about what its signal costs.  Part of the
