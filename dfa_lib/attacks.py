@@ -69,7 +69,8 @@ def _check_attack_input(model, x, y, epsilon, bounds) -> tuple:
     if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
         raise ValueError(f"bounds must be (low, high) with low < high, the data range; got {bounds!r}")
     low, high = float(bounds[0]), float(bounds[1])
-    if x.numel() and (x.min().item() < low or x.max().item() > high):
+    # the value checks read the data, which a tensor on the meta device (shapes only) does not hold
+    if x.numel() and not x.is_meta and (x.min().item() < low or x.max().item() > high):
         raise ValueError(f"x has values in [{x.min().item():.4g}, {x.max().item():.4g}], outside the data range "
                          f"bounds=({low}, {high}): pass inputs as the model was trained on them (e.g. pixels in "
                          f"[0, 1]) or give their range with bounds=(low, high)")
@@ -79,7 +80,7 @@ def _check_attack_input(model, x, y, epsilon, bounds) -> tuple:
         raise ValueError(f"y must hold one class index per input, shape ({x.shape[0]},); got shape {tuple(y.shape)} "
                          "(one-hot targets? pass y.argmax(1))")
     if y.is_floating_point() or y.dtype == torch.bool:
-        if y.is_floating_point() and bool(torch.all(y == y.round())):
+        if y.is_floating_point() and (y.is_meta or bool(torch.all(y == y.round()))):
             y = y.long()
         else:
             raise ValueError(f"y must be class indices (integers), got a {y.dtype} tensor")
@@ -96,7 +97,7 @@ def _check_logits(logits, y) -> None:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"the model must return logits of shape (N, classes), got {shape}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= logits.shape[1]):
+    if y.numel() and not y.is_meta and (int(y.min()) < 0 or int(y.max()) >= logits.shape[1]):
         raise ValueError(f"labels must be class indices in [0, {logits.shape[1] - 1}] for a model with "
                          f"{logits.shape[1]} outputs; got values in [{int(y.min())}, {int(y.max())}]")
 

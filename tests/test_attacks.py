@@ -170,3 +170,18 @@ def test_rule_gradient_through_a_conv_layer_is_exact_when_the_feedback_is_the_fo
     x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
     y = torch.tensor([0, 1, 2])
     assert torch.allclose(input_gradient_of_loss(model, x, y, "rule"), input_gradient_of_loss(model, x, y, "exact"))
+
+
+@pytest.mark.parametrize("Rule", [FA, DFA])
+@pytest.mark.parametrize("gradient", ["exact", "rule"])
+def test_attacks_run_on_a_model_on_another_device(Rule, gradient):
+    """The meta device stands in for a GPU: the model, its rule's matrices, the inputs and the labels all live
+    there, the random start comes from a CPU generator, and the adversarial inputs come back on the device."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.Tanh(), nn.Linear(8, 3))
+    Rule(model, example_input=torch.rand(1, 1, 28, 28)) if Rule is DFA else Rule(model)
+    model.to("meta")
+    x, y = torch.rand(4, 1, 28, 28, device="meta"), torch.tensor([0, 1, 2, 0], device="meta")
+    for adv in (pgd(model, x, y, 0.1, steps=2, gradient=gradient, generator=torch.Generator().manual_seed(0)),
+                fgsm(model, x, y, 0.1, gradient=gradient),
+                random_sign_noise(x, 0.1, generator=torch.Generator().manual_seed(0))):
+        assert adv.device.type == "meta" and adv.shape == x.shape
